@@ -1,0 +1,58 @@
+# Two entry points: `make reproduce` (the main job) and `make test` (the whole test suite).
+# Both build .venv from uv.lock with a Python >= 3.12 found by scripts/find_python.sh.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := reproduce
+
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.synced
+RESULTS := results
+COHORT := data/kimura2016_simulated.csv
+
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+export PYTHONHASHSEED := 0
+
+.PHONY: reproduce test env lint lock cohort clean
+
+env: $(STAMP)
+
+$(UV):
+	python=$$(scripts/find_python.sh); \
+	"$$python" -m pip install --quiet --disable-pip-version-check --target $(TOOLS) uv==$(UV_VERSION)
+
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	python=$$(scripts/find_python.sh); \
+	PYTHONPATH=$(TOOLS) $(UV) sync --frozen --python "$$python"
+	touch $@
+
+## reproduce: validate the bundled cohort, then write descriptive tables and the frequentist analysis
+reproduce: $(STAMP)
+	$(BIN)/cd49d validate $(COHORT)
+	$(BIN)/cd49d describe $(COHORT) --out $(RESULTS)/frequentist
+	@echo "Results written under $(RESULTS)/ (see README.md, 'Outputs')."
+
+## test: the whole test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## lock: refresh uv.lock and environment.yml's pins (the one command for updating dependencies)
+lock: | $(UV)
+	PYTHONPATH=$(TOOLS) $(UV) lock --upgrade
+	python=$$(scripts/find_python.sh); "$$python" scripts/write_environment_yml.py
+
+## cohort: regenerate the bundled simulated cohort from its configuration and documented seed
+cohort: $(STAMP)
+	$(BIN)/cd49d simulate-cohort --out $(COHORT)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) $(RESULTS)

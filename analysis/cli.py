@@ -1,0 +1,165 @@
+"""The ``cd49d`` command line: argument parsing and error reporting only.
+
+Exit status: 0 success; 2 bad input (data file, configuration or arguments), with one line per
+problem on standard error, no traceback and nothing written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import click
+
+from models.data import Cohort, CohortFileError, load_cohort
+from models.schema import DEFAULT_REFERENCE_SUBSET, DEFAULT_SUBSETS, CohortSpec
+
+EXIT_BAD_INPUT = 2
+PROVENANCE_PACKAGES = ("cd49d", "pymc", "arviz", "numpy", "scipy", "pandas", "statsmodels")
+
+
+def fail(lines: list[str]) -> None:
+    """Print each problem on its own line to standard error and exit with status 2."""
+    for line in lines:
+        click.echo(line, err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def spec_from_options(subsets: str, reference_subset: str) -> CohortSpec:
+    try:
+        return CohortSpec(tuple(s.strip() for s in subsets.split(",") if s.strip()),
+                          reference_subset)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--subsets/--reference-subset") from err
+
+
+def read_cohort(path: Path, spec: CohortSpec) -> Cohort:
+    """Load through the one loader; on bad input print every problem and exit 2."""
+    try:
+        return load_cohort(path, spec)
+    except CohortFileError as err:
+        count = len(err.problems)
+        fail([p.render(path) for p in err.problems]
+             + [f"{path}: {count} problem{'s' * (count != 1)} found; nothing was written."])
+        raise  # unreachable: fail() exits
+
+
+def subset_options(command):
+    """The options that declare which subsets a file may hold."""
+    command = click.option(
+        "--reference-subset", default=DEFAULT_REFERENCE_SUBSET, show_default=True,
+        help="The regulatory subset that forms the CD49d ratios' denominator.")(command)
+    return click.option(
+        "--subsets", default=",".join(DEFAULT_SUBSETS), show_default=True,
+        help="Comma-separated subset labels the file may hold.")(command)
+
+
+def provenance(inputs: dict[str, Path], command: str) -> dict:
+    """What produced an output: command, input checksums and package versions."""
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "command": command,
+        "inputs": {k: {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                   for k, p in inputs.items()},
+        "python": platform.python_version(),
+        "packages": versions,
+    }
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cd49d")
+def main() -> None:
+    """CD49d positive rates under natalizumab: validate cohort data, reproduce the study's
+    frequentist analysis and regenerate the bundled simulated cohort.
+
+    The bundled cohort (data/kimura2016_simulated.csv) is SIMULATED with the design of
+    Kimura et al. 2016; it is not the study's data. See README.md and data/README.md.
+    """
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@subset_options
+def validate(file: Path, subsets: str, reference_subset: str) -> None:
+    """Check a cohort CSV against the schema of data/README.md.
+
+    Prints every problem (file:line: column 'C': what is wrong) and exits with status 2, or
+    prints a one-line summary and exits 0.
+    """
+    cohort = read_cohort(file, spec_from_options(subsets, reference_subset))
+    subjects = cohort.subjects
+    by_group = subjects["group"].value_counts().reindex(subjects["group"].cat.categories)
+    groups = ", ".join(f"{g} {n}" for g, n in by_group.items() if n)
+    click.echo(f"{file}: valid: {len(cohort.rows)} rows, {len(subjects)} subjects ({groups}); "
+               f"subsets {', '.join(cohort.spec.subsets)} "
+               f"(reference {cohort.spec.reference_subset})")
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for frequentist.csv and provenance.json (created if needed).")
+@subset_options
+def describe(file: Path, out_dir: Path, subsets: str, reference_subset: str) -> None:
+    """The study's own analysis: descriptives, Kruskal-Wallis and Mann-Whitney tests.
+
+    Writes OUT/frequentist.csv (one row per descriptive cell or test; columns documented in
+    README.md, 'Outputs') and OUT/provenance.json.
+    """
+    from analysis.frequentist import frequentist_table
+    from simulations.cohort import write_atomically
+
+    cohort = read_cohort(file, spec_from_options(subsets, reference_subset))
+    table = frequentist_table(cohort)
+    write_atomically(table.to_csv(index=False, lineterminator="\n"), out_dir / "frequentist.csv")
+    record = provenance({"cohort": file}, "cd49d describe")
+    write_atomically(json.dumps(record, indent=2) + "\n", out_dir / "provenance.json")
+    click.echo(summary_text(table))
+    click.echo(f"wrote {out_dir / 'frequentist.csv'} ({len(table)} rows)")
+
+
+def summary_text(table) -> str:
+    """A short human-readable view of the tests for the terminal."""
+    tests = table[table["analysis"] != "descriptive"]
+    lines = [f"{'analysis':<15} {'quantity':<14} {'subset':<10} {'statistic':>10} {'p':>10}"]
+    for row in tests.itertuples():
+        lines.append(f"{row.analysis:<15} {row.quantity:<14} {row.subset:<10} "
+                     f"{row.statistic:>10.3g} {row.p_value:>10.3g}")
+    return "\n".join(lines)
+
+
+@main.command("simulate-cohort")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Cohort configuration TOML [default: the bundled "
+                   "simulations/configs/kimura2016_cohort.toml].")
+@click.option("--seed", type=int, default=None,
+              help="Root seed [default: the configuration's seed, which gives the bundled file].")
+@click.option("--out", type=click.Path(path_type=Path),
+              default=Path("data/kimura2016_simulated.csv"), show_default=True,
+              help="Where to write the cohort CSV.")
+def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Path) -> None:
+    """Draw a SIMULATED cohort with the study's design from the package's own model.
+
+    With the bundled configuration and its seed this regenerates data/kimura2016_simulated.csv
+    byte for byte.
+    """
+    from simulations.cohort import ConfigError, cohort_csv_text, load_config, simulate_cohort
+    from simulations.cohort import write_atomically
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        fail([str(err)])
+    text = cohort_csv_text(simulate_cohort(config, seed=seed))
+    write_atomically(text, out)
+    used = config.seed if seed is None else seed
+    click.echo(f"wrote {out}: simulated cohort (seed {used}); not the study's measurements")
