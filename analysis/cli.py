@@ -31,8 +31,9 @@ def fail(lines: list[str]) -> None:
 
 def spec_from_options(subsets: str, reference_subset: str) -> CohortSpec:
     try:
-        return CohortSpec(tuple(s.strip() for s in subsets.split(",") if s.strip()),
-                          reference_subset)
+        return CohortSpec(
+            tuple(s.strip() for s in subsets.split(",") if s.strip()), reference_subset
+        )
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--subsets/--reference-subset") from err
 
@@ -43,19 +44,27 @@ def read_cohort(path: Path, spec: CohortSpec) -> Cohort:
         return load_cohort(path, spec)
     except CohortFileError as err:
         count = len(err.problems)
-        fail([p.render(path) for p in err.problems]
-             + [f"{path}: {count} problem{'s' * (count != 1)} found; nothing was written."])
+        fail(
+            [p.render(path) for p in err.problems]
+            + [f"{path}: {count} problem{'s' * (count != 1)} found; nothing was written."]
+        )
         raise  # unreachable: fail() exits
 
 
 def subset_options(command):
     """The options that declare which subsets a file may hold."""
     command = click.option(
-        "--reference-subset", default=DEFAULT_REFERENCE_SUBSET, show_default=True,
-        help="The regulatory subset that forms the CD49d ratios' denominator.")(command)
+        "--reference-subset",
+        default=DEFAULT_REFERENCE_SUBSET,
+        show_default=True,
+        help="The regulatory subset that forms the CD49d ratios' denominator.",
+    )(command)
     return click.option(
-        "--subsets", default=",".join(DEFAULT_SUBSETS), show_default=True,
-        help="Comma-separated subset labels the file may hold.")(command)
+        "--subsets",
+        default=",".join(DEFAULT_SUBSETS),
+        show_default=True,
+        help="Comma-separated subset labels the file may hold.",
+    )(command)
 
 
 def provenance(inputs: dict[str, Path], command: str) -> dict:
@@ -68,8 +77,10 @@ def provenance(inputs: dict[str, Path], command: str) -> dict:
             versions[name] = None
     return {
         "command": command,
-        "inputs": {k: {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-                   for k, p in inputs.items()},
+        "inputs": {
+            k: {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+            for k, p in inputs.items()
+        },
         "python": platform.python_version(),
         "packages": versions,
     }
@@ -99,15 +110,22 @@ def validate(file: Path, subsets: str, reference_subset: str) -> None:
     subjects = cohort.subjects
     by_group = subjects["group"].value_counts().reindex(subjects["group"].cat.categories)
     groups = ", ".join(f"{g} {n}" for g, n in by_group.items() if n)
-    click.echo(f"{file}: valid: {len(cohort.rows)} rows, {len(subjects)} subjects ({groups}); "
-               f"subsets {', '.join(cohort.spec.subsets)} "
-               f"(reference {cohort.spec.reference_subset})")
+    click.echo(
+        f"{file}: valid: {len(cohort.rows)} rows, {len(subjects)} subjects ({groups}); "
+        f"subsets {', '.join(cohort.spec.subsets)} "
+        f"(reference {cohort.spec.reference_subset})"
+    )
 
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder for frequentist.csv and provenance.json (created if needed).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for frequentist.csv and provenance.json (created if needed).",
+)
 @subset_options
 def describe(file: Path, out_dir: Path, subsets: str, reference_subset: str) -> None:
     """The study's own analysis: descriptives, Kruskal-Wallis and Mann-Whitney tests.
@@ -132,28 +150,48 @@ def summary_text(table) -> str:
     tests = table[table["analysis"] != "descriptive"]
     lines = [f"{'analysis':<15} {'quantity':<14} {'subset':<10} {'statistic':>10} {'p':>10}"]
     for row in tests.itertuples():
-        lines.append(f"{row.analysis:<15} {row.quantity:<14} {row.subset:<10} "
-                     f"{row.statistic:>10.3g} {row.p_value:>10.3g}")
+        lines.append(
+            f"{row.analysis:<15} {row.quantity:<14} {row.subset:<10} "
+            f"{row.statistic:>10.3g} {row.p_value:>10.3g}"
+        )
     return "\n".join(lines)
 
 
 @main.command("simulate-cohort")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Cohort configuration TOML [default: the bundled "
-                   "simulations/configs/kimura2016_cohort.toml].")
-@click.option("--seed", type=int, default=None,
-              help="Root seed [default: the configuration's seed, which gives the bundled file].")
-@click.option("--out", type=click.Path(path_type=Path),
-              default=Path("data/kimura2016_simulated.csv"), show_default=True,
-              help="Where to write the cohort CSV.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Cohort configuration TOML [default: the bundled "
+    "simulations/configs/kimura2016_cohort.toml].",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Root seed [default: the configuration's seed, which gives the bundled file].",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("data/kimura2016_simulated.csv"),
+    show_default=True,
+    help="Where to write the cohort CSV.",
+)
 def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Path) -> None:
     """Draw a SIMULATED cohort with the study's design from the package's own model.
 
     With the bundled configuration and its seed this regenerates data/kimura2016_simulated.csv
     byte for byte.
     """
-    from simulations.cohort import ConfigError, cohort_csv_text, load_config, simulate_cohort
-    from simulations.cohort import write_atomically
+    from simulations.cohort import (
+        ConfigError,
+        cohort_csv_text,
+        load_config,
+        simulate_cohort,
+        write_atomically,
+    )
 
     try:
         config = load_config(config_path)

@@ -21,8 +21,21 @@ RATIO = "cd49d_ratio"
 #: Largest number of arrangements for which a tied Mann-Whitney test is done by exact permutation.
 MAX_EXACT_PERMUTATIONS = 100_000
 COLUMNS = [
-    "analysis", "quantity", "subset", "group", "comparison", "n", "n_other", "median", "q25",
-    "q75", "statistic", "p_value", "min_attainable_p", "method", "note",
+    "analysis",
+    "quantity",
+    "subset",
+    "group",
+    "comparison",
+    "n",
+    "n_other",
+    "median",
+    "q25",
+    "q75",
+    "statistic",
+    "p_value",
+    "min_attainable_p",
+    "method",
+    "note",
 ]
 
 
@@ -40,12 +53,15 @@ def subject_measures(cohort: Cohort) -> pd.DataFrame:
     reference = cohort.spec.reference_subset
     parts = [(PCT, subset, 100 * rates[subset]) for subset in cohort.spec.subsets]
     with np.errstate(divide="ignore", invalid="ignore"):
-        parts += [(RATIO, f"{subset}/{reference}", rates[subset] / rates[reference])
-                  for subset in cohort.spec.effector_subsets]
+        parts += [
+            (RATIO, f"{subset}/{reference}", rates[subset] / rates[reference])
+            for subset in cohort.spec.effector_subsets
+        ]
     subjects = cohort.subjects.set_index("subject_id")
     frames = [
         pd.DataFrame({"quantity": quantity, "subset": label, "value": values})
-        .rename_axis("subject_id").reset_index()
+        .rename_axis("subject_id")
+        .reset_index()
         for quantity, label, values in parts
     ]
     long = pd.concat(frames, ignore_index=True).dropna(subset=["value"])
@@ -57,8 +73,9 @@ def subject_measures(cohort: Cohort) -> pd.DataFrame:
 def descriptive_rows(measures: pd.DataFrame) -> pd.DataFrame:
     """n, median and IQR per quantity, subset and group."""
     grouped = measures.groupby(["quantity", "subset", "group"], sort=False)["value"]
-    table = grouped.agg(n="size", median="median",
-                        q25=lambda v: v.quantile(0.25), q75=lambda v: v.quantile(0.75))
+    table = grouped.agg(
+        n="size", median="median", q25=lambda v: v.quantile(0.25), q75=lambda v: v.quantile(0.75)
+    )
     table = table.reset_index()
     table["analysis"] = "descriptive"
     table["group"] = pd.Categorical(table["group"], categories=GROUPS)
@@ -102,10 +119,18 @@ def kruskal_rows(measures: pd.DataFrame) -> list[dict]:
         if len(samples) < 2:
             continue
         result = stats.kruskal(*samples)
-        rows.append({"analysis": "kruskal_wallis", "quantity": quantity, "subset": subset,
-                     "comparison": " vs ".join(present), "n": int(sum(map(len, samples))),
-                     "statistic": float(result.statistic), "p_value": float(result.pvalue),
-                     "method": "asymptotic chi-square, tie-corrected"})
+        rows.append(
+            {
+                "analysis": "kruskal_wallis",
+                "quantity": quantity,
+                "subset": subset,
+                "comparison": " vs ".join(present),
+                "n": int(sum(map(len, samples))),
+                "statistic": float(result.statistic),
+                "p_value": float(result.pvalue),
+                "method": "asymptotic chi-square, tie-corrected",
+            }
+        )
     return rows
 
 
@@ -117,11 +142,21 @@ def treated_vs_naive_rows(measures: pd.DataFrame) -> list[dict]:
         if not len(treated) or not len(naive):
             continue
         u, p, method = mann_whitney(treated, naive)
-        rows.append({"analysis": "mann_whitney", "quantity": quantity, "subset": subset,
-                     "group": TREATED_GROUP, "comparison": f"{TREATED_GROUP} vs {NAIVE_GROUP}",
-                     "n": len(treated), "n_other": len(naive), "statistic": u, "p_value": p,
-                     "min_attainable_p": min_attainable_p(len(treated), len(naive)),
-                     "method": method})
+        rows.append(
+            {
+                "analysis": "mann_whitney",
+                "quantity": quantity,
+                "subset": subset,
+                "group": TREATED_GROUP,
+                "comparison": f"{TREATED_GROUP} vs {NAIVE_GROUP}",
+                "n": len(treated),
+                "n_other": len(naive),
+                "statistic": u,
+                "p_value": p,
+                "min_attainable_p": min_attainable_p(len(treated), len(naive)),
+                "method": method,
+            }
+        )
     return rows
 
 
@@ -134,23 +169,31 @@ def exacerbation_rows(measures: pd.DataFrame) -> list[dict]:
         if not len(with_event) or not len(without):
             continue
         u, p, method = mann_whitney(with_event, without)
-        rows.append({"analysis": "exacerbation", "quantity": quantity, "subset": subset,
-                     "group": TREATED_GROUP,
-                     "comparison": "exacerbation vs none, within " + TREATED_GROUP,
-                     "n": len(with_event), "n_other": len(without), "statistic": u,
-                     "p_value": p, "min_attainable_p": min_attainable_p(len(with_event),
-                                                                         len(without)),
-                     "method": method,
-                     "note": "descriptive: with these group sizes p cannot fall below "
-                             "min_attainable_p"})
+        rows.append(
+            {
+                "analysis": "exacerbation",
+                "quantity": quantity,
+                "subset": subset,
+                "group": TREATED_GROUP,
+                "comparison": "exacerbation vs none, within " + TREATED_GROUP,
+                "n": len(with_event),
+                "n_other": len(without),
+                "statistic": u,
+                "p_value": p,
+                "min_attainable_p": min_attainable_p(len(with_event), len(without)),
+                "method": method,
+                "note": "descriptive: with these group sizes p cannot fall below min_attainable_p",
+            }
+        )
     return rows
 
 
 def frequentist_table(cohort: Cohort) -> pd.DataFrame:
     """The full ``frequentist.csv`` table (descriptives and tests), columns as in ``COLUMNS``."""
     measures = subject_measures(cohort)
-    tests = pd.DataFrame(kruskal_rows(measures) + treated_vs_naive_rows(measures)
-                         + exacerbation_rows(measures))
+    tests = pd.DataFrame(
+        kruskal_rows(measures) + treated_vs_naive_rows(measures) + exacerbation_rows(measures)
+    )
     table = pd.concat([descriptive_rows(measures), tests], ignore_index=True)
     return table.reindex(columns=COLUMNS)
 
@@ -175,17 +218,20 @@ def study_findings(cohort: Cohort, *, alpha: float = 0.05) -> dict[str, bool]:
     descriptive = descriptive_rows(measures).set_index(["quantity", "subset", "group"])
     findings = {}
     for label, subset in zip(("R1", "R2"), ratio_labels(cohort), strict=False):
-        higher = (descriptive.loc[(RATIO, subset, TREATED_GROUP), "median"]
-                  > descriptive.loc[(RATIO, subset, NAIVE_GROUP), "median"])
+        higher = (
+            descriptive.loc[(RATIO, subset, TREATED_GROUP), "median"]
+            > descriptive.loc[(RATIO, subset, NAIVE_GROUP), "median"]
+        )
         findings[label] = bool(higher and tests.loc[(RATIO, subset), "p_value"] < alpha)
     loss = relative_loss(measures)
     reference = cohort.spec.reference_subset
     findings["R3"] = bool((loss[reference] > loss.drop(reference)).all())
     events = pd.DataFrame(exacerbation_rows(measures))
     ratio_events = events[events["quantity"] == RATIO]
-    findings["R4"] = bool(len(ratio_events) and
-                          (ratio_events["statistic"] == ratio_events["n"]
-                           * ratio_events["n_other"]).all())
+    findings["R4"] = bool(
+        len(ratio_events)
+        and (ratio_events["statistic"] == ratio_events["n"] * ratio_events["n_other"]).all()
+    )
     return findings
 
 

@@ -65,8 +65,9 @@ class Cohort:
         return {
             "row_subject": self.rows["subject_id"].map(subject_order).to_numpy(dtype=int),
             "row_subset": self.rows["subset"].cat.codes.to_numpy(dtype=int),
-            "subject_group": pd.Categorical(self.subjects["group"], categories=s.GROUPS)
-            .codes.astype(int),
+            "subject_group": pd.Categorical(
+                self.subjects["group"], categories=s.GROUPS
+            ).codes.astype(int),
         }
 
 

@@ -63,12 +63,18 @@ def build_model(
         raise ValueError(f"the exacerbation model needs at least two {TREATED_GROUP} patients")
     with model:
         z = add_standardised_log_ratio(model, cohort)
-        intercept = pm.Normal("exacerbation_intercept", exacerbation_priors.intercept_mean,
-                              exacerbation_priors.intercept_sd)
+        intercept = pm.Normal(
+            "exacerbation_intercept",
+            exacerbation_priors.intercept_mean,
+            exacerbation_priors.intercept_sd,
+        )
         log_or = pm.Normal("exacerbation_log_or", 0.0, exacerbation_priors.slope_sd)
-        pm.Bernoulli("exacerbation", logit_p=intercept + log_or * z,
-                     observed=observed_exacerbations(cohort) if observed else None,
-                     dims="treated_subject")
+        pm.Bernoulli(
+            "exacerbation",
+            logit_p=intercept + log_or * z,
+            observed=observed_exacerbations(cohort) if observed else None,
+            dims="treated_subject",
+        )
     return model
 
 

@@ -98,8 +98,9 @@ def add_latent_expression(
     treated_index = np.array([subjects.index(t) for t in model.coords["treated_subject"]], int)
 
     location = pm.Normal("location", 0.0, priors.location_sd, dims=("group", "subset"))
-    sigma = pm.LogNormal("sigma", np.log(priors.sigma_log_median), priors.sigma_log_sd,
-                         dims="subset")
+    sigma = pm.LogNormal(
+        "sigma", np.log(priors.sigma_log_median), priors.sigma_log_sd, dims="subset"
+    )
     tau_subject = pm.HalfNormal("tau_subject", priors.tau_subject_sd)
     tau_subject_subset = pm.HalfNormal("tau_subject_subset", priors.tau_subject_subset_sd)
     subject_z = pm.Normal("subject_z", 0.0, 1.0, dims="subject")
@@ -117,22 +118,31 @@ def add_latent_expression(
         + tau_subject_subset * subject_subset_z
         + log_retained
     )
-    pm.Deterministic("positive_rate_subject", pm.math.invprobit(mu / sigma),
-                     dims=("subject", "subset"))
+    pm.Deterministic(
+        "positive_rate_subject", pm.math.invprobit(mu / sigma), dims=("subject", "subset")
+    )
 
 
 def add_saturation(priors: SaturationPriors) -> pt.TensorVariable:
     """Per-patient occupancy in [0.6, 1]: a scaled Beta with hierarchical mean and concentration."""
-    mean_unit = pm.Beta("saturation_mean_unit", priors.saturation_mean_alpha,
-                        priors.saturation_mean_beta)
-    concentration = pm.LogNormal("saturation_concentration",
-                                 np.log(priors.saturation_concentration_log_median),
-                                 priors.saturation_concentration_log_sd)
-    unit = pm.Beta("saturation_unit", mean_unit * concentration,
-                   (1.0 - mean_unit) * concentration, dims="treated_subject")
+    mean_unit = pm.Beta(
+        "saturation_mean_unit", priors.saturation_mean_alpha, priors.saturation_mean_beta
+    )
+    concentration = pm.LogNormal(
+        "saturation_concentration",
+        np.log(priors.saturation_concentration_log_median),
+        priors.saturation_concentration_log_sd,
+    )
+    unit = pm.Beta(
+        "saturation_unit",
+        mean_unit * concentration,
+        (1.0 - mean_unit) * concentration,
+        dims="treated_subject",
+    )
     pm.Deterministic("saturation_mean", SATURATION_FLOOR + SATURATION_SPAN * mean_unit)
-    return pm.Deterministic("saturation", SATURATION_FLOOR + SATURATION_SPAN * unit,
-                            dims="treated_subject")
+    return pm.Deterministic(
+        "saturation", SATURATION_FLOOR + SATURATION_SPAN * unit, dims="treated_subject"
+    )
 
 
 def add_kappa(priors: SaturationPriors, variant: KappaVariant) -> pt.TensorVariable:
@@ -148,8 +158,10 @@ def add_count_likelihood(model: pm.Model, cohort: Cohort, *, observed: bool) -> 
     """Binomial counts per row (subject x subset)."""
     rows = cohort.rows
     if observed and not rows["has_counts"].all():
-        raise ValueError("rows with only pct_cd49d_pos need the logit-normal likelihood, "
-                         "which this model does not have yet; give n_cells and n_cd49d_pos")
+        raise ValueError(
+            "rows with only pct_cd49d_pos need the logit-normal likelihood, "
+            "which this model does not have yet; give n_cells and n_cd49d_pos"
+        )
     index = cohort.index_arrays()
     rate = model["positive_rate_subject"][index["row_subject"], index["row_subset"]]
     n_cells = pm.Data("n_cells", rows["n_cells"].to_numpy(dtype="int64"), dims="row")
@@ -168,6 +180,9 @@ def add_measured_saturation(
     measured = treated["saturation_measured"].notna().to_numpy()
     if not measured.any():
         return
-    pm.Normal("saturation_measured", mu=model["saturation"][np.flatnonzero(measured)],
-              sigma=priors.saturation_assay_sd,
-              observed=treated.loc[measured, "saturation_measured"].to_numpy(dtype=float))
+    pm.Normal(
+        "saturation_measured",
+        mu=model["saturation"][np.flatnonzero(measured)],
+        sigma=priors.saturation_assay_sd,
+        observed=treated.loc[measured, "saturation_measured"].to_numpy(dtype=float),
+    )

@@ -46,4 +46,6 @@ def draw_with_fixed(
         raise KeyError(f"not variables of the model: {', '.join(unknown)}")
     intervened = pm.do(model, {name: np.asarray(value) for name, value in fixed.items()})
     values = pm.draw([intervened[name] for name in var_names], draws=draws, random_seed=seed)
+    if draws == 1:  # pm.draw drops the draw axis for a single draw
+        values = [np.expand_dims(value, 0) for value in values]
     return dict(zip(var_names, values, strict=True))

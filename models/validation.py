@@ -61,15 +61,21 @@ def read_text(path: Path) -> tuple[str | None, list[Problem]]:
     if not raw.strip():
         return None, [Problem(0, "", "file is empty")]
     if b"\x00" in raw[:8192]:
-        return None, [Problem(0, "", "not a CSV file: it holds binary data (a spreadsheet?); "
-                                    "export it as CSV (UTF-8)")]
+        return None, [
+            Problem(
+                0,
+                "",
+                "not a CSV file: it holds binary data (a spreadsheet?); export it as CSV (UTF-8)",
+            )
+        ]
     try:
         return raw.decode("utf-8-sig"), []
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         byte = raw[err.start]
-        return None, [Problem(line, "", f"not UTF-8 text (byte 0x{byte:02x}); "
-                                        "save the file as CSV UTF-8")]
+        return None, [
+            Problem(line, "", f"not UTF-8 text (byte 0x{byte:02x}); save the file as CSV UTF-8")
+        ]
 
 
 def parse_csv(text: str) -> tuple[list[str], pd.DataFrame, list[Problem]]:
@@ -85,8 +91,11 @@ def parse_csv(text: str) -> tuple[list[str], pd.DataFrame, list[Problem]]:
     records, lines = [], []
     for line, row in rows[1:]:
         if len(row) != len(header):
-            problems.append(Problem(line, "", f"expected {len(header)} fields as in the header, "
-                                              f"found {len(row)}"))
+            problems.append(
+                Problem(
+                    line, "", f"expected {len(header)} fields as in the header, found {len(row)}"
+                )
+            )
         else:
             records.append(row)
             lines.append(line)
@@ -138,8 +147,11 @@ def typed_frame(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
             continue
         numbers = pd.to_numeric(frame[column], errors="coerce")
         for index in raw.index[numbers.isna() & ~is_missing]:
-            problems.append(Problem(int(raw.at[index, LINE]), column,
-                                    f"not a number: {raw.at[index, column]!r}"))
+            problems.append(
+                Problem(
+                    int(raw.at[index, LINE]), column, f"not a number: {raw.at[index, column]!r}"
+                )
+            )
         frame[column] = numbers.astype("float64")
     return frame, problems
 
@@ -156,34 +168,71 @@ def cell_schema(spec: s.CohortSpec) -> pa.DataFrameSchema:
         pa.Check.ge(0, error="negative count: {value:g}"),
         pa.Check(is_whole, error="not a whole number of cells: {value:g}"),
     ]
-    fraction = pa.Check.in_range(0, 1, error="saturation must be a fraction between 0 and 1, "
-                                             "got {value:g}")
+    fraction = pa.Check.in_range(
+        0, 1, error="saturation must be a fraction between 0 and 1, got {value:g}"
+    )
     columns = {
         "subject_id": pa.Column(object, nullable=False),
-        "group": pa.Column(object, pa.Check.isin(
-            s.GROUPS, error=f"unknown group {{value!r}} (allowed: {allowed_groups})"),
-            nullable=False),
-        "subset": pa.Column(object, pa.Check.isin(
-            spec.subsets, error=f"unknown subset {{value!r}} (allowed: {allowed_subsets}; "
-                                "other subsets must be declared with --subsets)"),
-            nullable=False),
-        "n_cells": pa.Column(float, [*count_checks, pa.Check.ne(
-            0, error="n_cells is 0: the gate holds no events, so no rate can be formed")],
-            nullable=True),
+        "group": pa.Column(
+            object,
+            pa.Check.isin(s.GROUPS, error=f"unknown group {{value!r}} (allowed: {allowed_groups})"),
+            nullable=False,
+        ),
+        "subset": pa.Column(
+            object,
+            pa.Check.isin(
+                spec.subsets,
+                error=f"unknown subset {{value!r}} (allowed: {allowed_subsets}; "
+                "other subsets must be declared with --subsets)",
+            ),
+            nullable=False,
+        ),
+        "n_cells": pa.Column(
+            float,
+            [
+                *count_checks,
+                pa.Check.ne(
+                    0, error="n_cells is 0: the gate holds no events, so no rate can be formed"
+                ),
+            ],
+            nullable=True,
+        ),
         "n_cd49d_pos": pa.Column(float, count_checks, nullable=True),
-        s.PCT_COLUMN: pa.Column(float, pa.Check.in_range(
-            0, 100, error="percentage outside 0-100: {value:g}"), nullable=True),
-        s.EXACERBATION_COLUMN: pa.Column(float, pa.Check.isin(
-            [0, 1], error="exacerbation must be 0 or 1, got {value:g}"), nullable=True),
+        s.PCT_COLUMN: pa.Column(
+            float,
+            pa.Check.in_range(0, 100, error="percentage outside 0-100: {value:g}"),
+            nullable=True,
+        ),
+        s.EXACERBATION_COLUMN: pa.Column(
+            float,
+            pa.Check.isin([0, 1], error="exacerbation must be 0 or 1, got {value:g}"),
+            nullable=True,
+        ),
         "saturation_measured": pa.Column(float, fraction, nullable=True, required=False),
-        "age": pa.Column(float, pa.Check.in_range(
-            0, 120, error="age outside 0-120 years: {value:g}"), nullable=True, required=False),
-        "sex": pa.Column(object, pa.Check.isin(
-            s.SEXES, error="sex must be F or M, got {value!r}"), nullable=True, required=False),
-        "months_on_ntz": pa.Column(float, pa.Check.ge(
-            0, error="negative duration: {value:g}"), nullable=True, required=False),
-        "days_since_infusion": pa.Column(float, pa.Check.ge(
-            0, error="negative duration: {value:g}"), nullable=True, required=False),
+        "age": pa.Column(
+            float,
+            pa.Check.in_range(0, 120, error="age outside 0-120 years: {value:g}"),
+            nullable=True,
+            required=False,
+        ),
+        "sex": pa.Column(
+            object,
+            pa.Check.isin(s.SEXES, error="sex must be F or M, got {value!r}"),
+            nullable=True,
+            required=False,
+        ),
+        "months_on_ntz": pa.Column(
+            float,
+            pa.Check.ge(0, error="negative duration: {value:g}"),
+            nullable=True,
+            required=False,
+        ),
+        "days_since_infusion": pa.Column(
+            float,
+            pa.Check.ge(0, error="negative duration: {value:g}"),
+            nullable=True,
+            required=False,
+        ),
     }
     return pa.DataFrameSchema(columns, strict=False)
 
@@ -213,29 +262,59 @@ def row_problems(frame: pd.DataFrame) -> list[Problem]:
     exacerbation, group = frame[s.EXACERBATION_COLUMN], frame["group"]
     counts_pct = 100 * n_pos / n_cells.where(n_cells > 0)
     rules = [
-        (n_cells.isna() & n_pos.isna() & pct.isna(), "n_cells",
-         lambda r: "no measurement: give n_cells and n_cd49d_pos, or pct_cd49d_pos"),
-        (n_cells.isna() & n_pos.notna(), "n_cells",
-         lambda r: "blank, but n_cd49d_pos is given: counts need both columns"),
-        (n_pos.isna() & n_cells.notna(), "n_cd49d_pos",
-         lambda r: "blank, but n_cells is given: counts need both columns"),
-        (n_pos > n_cells, "n_cd49d_pos",
-         lambda r: f"n_cd49d_pos ({r.n_cd49d_pos:g}) exceeds n_cells ({r.n_cells:g})"),
-        ((pct - counts_pct).abs() > s.PCT_AGREEMENT_TOLERANCE, s.PCT_COLUMN,
-         lambda r: f"{r.pct_cd49d_pos:g}% disagrees with the counts "
-                   f"({r.n_cd49d_pos:g}/{r.n_cells:g} = {100 * r.n_cd49d_pos / r.n_cells:.2f}%) "
-                   f"by more than {s.PCT_AGREEMENT_TOLERANCE:g} percentage points"),
-        ((group == s.TREATED_GROUP) & exacerbation.isna(), s.EXACERBATION_COLUMN,
-         lambda r: f"blank, but required (0 or 1) for {s.TREATED_GROUP} rows"),
-        (group.isin(s.GROUPS) & (group != s.TREATED_GROUP) & exacerbation.notna(),
-         s.EXACERBATION_COLUMN,
-         lambda r: f"must be blank outside {s.TREATED_GROUP} (this row's group is {r.group})"),
+        (
+            n_cells.isna() & n_pos.isna() & pct.isna(),
+            s.PCT_COLUMN,
+            lambda r: "no measurement: give n_cells and n_cd49d_pos, or pct_cd49d_pos",
+        ),
+        (
+            n_cells.isna() & n_pos.notna(),
+            "n_cells",
+            lambda r: "blank, but n_cd49d_pos is given: counts need both columns",
+        ),
+        (
+            n_pos.isna() & n_cells.notna(),
+            "n_cd49d_pos",
+            lambda r: "blank, but n_cells is given: counts need both columns",
+        ),
+        (
+            n_pos > n_cells,
+            "n_cd49d_pos",
+            lambda r: f"n_cd49d_pos ({r.n_cd49d_pos:g}) exceeds n_cells ({r.n_cells:g})",
+        ),
+        (
+            (pct - counts_pct).abs() > s.PCT_AGREEMENT_TOLERANCE,
+            s.PCT_COLUMN,
+            lambda r: (
+                f"{r.pct_cd49d_pos:g}% disagrees with the counts "
+                f"({r.n_cd49d_pos:g}/{r.n_cells:g} = {100 * r.n_cd49d_pos / r.n_cells:.2f}%) "
+                f"by more than {s.PCT_AGREEMENT_TOLERANCE:g} percentage points"
+            ),
+        ),
+        (
+            (group == s.TREATED_GROUP) & exacerbation.isna(),
+            s.EXACERBATION_COLUMN,
+            lambda r: f"blank, but required (0 or 1) for {s.TREATED_GROUP} rows",
+        ),
+        (
+            group.isin(s.GROUPS) & (group != s.TREATED_GROUP) & exacerbation.notna(),
+            s.EXACERBATION_COLUMN,
+            lambda r: f"must be blank outside {s.TREATED_GROUP} (this row's group is {r.group})",
+        ),
     ]
     if "saturation_measured" in frame.columns:
-        rules.append((group.isin(s.GROUPS) & (group != s.TREATED_GROUP)
-                      & frame["saturation_measured"].notna(), "saturation_measured",
-                      lambda r: f"must be blank outside {s.TREATED_GROUP}: occupancy exists only "
-                                f"under natalizumab (this row's group is {r.group})"))
+        rules.append(
+            (
+                group.isin(s.GROUPS)
+                & (group != s.TREATED_GROUP)
+                & frame["saturation_measured"].notna(),
+                "saturation_measured",
+                lambda r: (
+                    f"must be blank outside {s.TREATED_GROUP}: occupancy exists only "
+                    f"under natalizumab (this row's group is {r.group})"
+                ),
+            )
+        )
     return [
         Problem(int(row.source_line), column, describe(row))
         for mask, column, describe in rules
@@ -249,30 +328,42 @@ def cross_row_problems(frame: pd.DataFrame) -> list[Problem]:
     problems = []
     keyed = frame[frame["subset"].notna()]
     first_line = keyed.drop_duplicates(["subject_id", "subset"]).set_index(
-        ["subject_id", "subset"])[LINE]
+        ["subject_id", "subset"]
+    )[LINE]
     for row in keyed[keyed.duplicated(["subject_id", "subset"])].itertuples():
-        problems.append(Problem(int(row.source_line), "subset",
-                                f"duplicate row for subject {row.subject_id!r} and subset "
-                                f"{row.subset!r} (first at line "
-                                f"{first_line[(row.subject_id, row.subset)]})"))
+        problems.append(
+            Problem(
+                int(row.source_line),
+                "subset",
+                f"duplicate row for subject {row.subject_id!r} and subset "
+                f"{row.subset!r} (first at line "
+                f"{first_line[(row.subject_id, row.subset)]})",
+            )
+        )
     for column in [c for c in s.SUBJECT_LEVEL_COLUMNS if c in frame.columns]:
         problems += subject_level_conflicts(frame, column)
     return problems
 
 
 def subject_level_conflicts(frame: pd.DataFrame, column: str) -> list[Problem]:
-    """Each row whose value of a per-subject column differs from that subject's first row."""
-    first = frame.drop_duplicates("subject_id").set_index("subject_id")
-    expected = frame["subject_id"].map(first[column])
-    values = frame[column]
-    differs = ~((values == expected) | (values.isna() & expected.isna()))
+    """Rows whose value of a per-subject column differs from the subject's first given value.
+
+    Blank cells are not compared: a blank that matters (a required field) is reported on its own.
+    """
+    given = frame[frame[column].notna()]
+    first = given.drop_duplicates("subject_id").set_index("subject_id")
+    expected = given["subject_id"].map(first[column])
+    differs = given[given[column] != expected]
     what = "is in two groups" if column == "group" else f"has two values of {column}"
     return [
-        Problem(int(row.source_line), column,
-                f"subject {row.subject_id!r} {what}: {fmt(getattr(row, column))} here, "
-                f"{fmt(first.at[row.subject_id, column])} at line "
-                f"{first.at[row.subject_id, LINE]}")
-        for row in frame[differs].itertuples()
+        Problem(
+            int(row.source_line),
+            column,
+            f"subject {row.subject_id!r} {what}: {fmt(getattr(row, column))} here, "
+            f"{fmt(first.at[row.subject_id, column])} at line "
+            f"{first.at[row.subject_id, LINE]}",
+        )
+        for row in differs.itertuples()
     ]
 
 
@@ -286,9 +377,15 @@ def fraction_like_percentages(frame: pd.DataFrame) -> list[Problem]:
     """All percentages at or below 1 are almost surely fractions; say so once for the file."""
     pct = frame[s.PCT_COLUMN].dropna()
     if len(pct) and pct.max() <= 1 and pct.max() > 0:
-        return [Problem(0, s.PCT_COLUMN, "every value is between 0 and 1: these look like "
-                                         "fractions, but percentages (0-100) are expected; "
-                                         "multiply by 100")]
+        return [
+            Problem(
+                0,
+                s.PCT_COLUMN,
+                "every value is between 0 and 1: these look like "
+                "fractions, but percentages (0-100) are expected; "
+                "multiply by 100",
+            )
+        ]
     return []
 
 
@@ -296,6 +393,16 @@ def only_new_cells(problems: list[Problem], *, already: list[Problem]) -> list[P
     """Drop problems about a cell already reported (an unparsable count is not also 'blank')."""
     seen = {(p.line, p.column) for p in already}
     return [p for p in problems if (p.line, p.column) not in seen]
+
+
+def without_reported_cells(frame: pd.DataFrame, problems: list[Problem]) -> pd.DataFrame:
+    """Blank out cells already reported, so relations across rows are judged on valid values."""
+    cleaned = frame.copy()
+    row_of_line = pd.Series(frame.index, index=frame[LINE])
+    for problem in problems:
+        if problem.column in cleaned.columns and problem.line in row_of_line.index:
+            cleaned.loc[row_of_line[problem.line], problem.column] = None
+    return cleaned
 
 
 # --- all stages -------------------------------------------------------------------------------
@@ -330,8 +437,11 @@ def validate_file(path: Path | str, spec: s.CohortSpec) -> pd.DataFrame:
         raise CohortFileError(path, problems)
     frame, problems = typed_frame(raw)
     problems += cell_problems(frame, spec)
-    relational = row_problems(frame) + cross_row_problems(frame)
-    problems += only_new_cells(relational, already=problems)
+    problems += only_new_cells(
+        row_problems(without_reported_cells(frame, problems)), already=problems
+    )
+    cleaned = without_reported_cells(frame, problems)
+    problems += only_new_cells(cross_row_problems(cleaned), already=problems)
     problems += fraction_like_percentages(frame)
     if problems:
         raise CohortFileError(path, sorted(set(problems)))

@@ -1,4 +1,4 @@
-"""Repeat the search that chose the bundled cohort's seed: the first seed >= 1 whose cohort shows R1-R4.
+"""Repeat the search for the bundled cohort's seed: the first seed >= 1 showing R1-R4.
 
 Usage: .venv/bin/python scripts/find_cohort_seed.py [--config PATH] [--max-seed N]
 This is a selection on the outcome, disclosed in data/README.md and the configuration file.

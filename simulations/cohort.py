@@ -28,8 +28,15 @@ from models.simulate import draw_with_fixed
 
 DEFAULT_CONFIG = Path(str(resources.files("simulations") / "configs" / "kimura2016_cohort.toml"))
 PARAMETERS = (
-    "baseline_positive_rate", "sigma", "tau_subject", "tau_subject_subset", "saturation_mean",
-    "saturation_concentration", "kappa", "exacerbation_intercept", "exacerbation_log_or",
+    "baseline_positive_rate",
+    "sigma",
+    "tau_subject",
+    "tau_subject_subset",
+    "saturation_mean",
+    "saturation_concentration",
+    "kappa",
+    "exacerbation_intercept",
+    "exacerbation_log_or",
 )
 
 
@@ -82,13 +89,16 @@ class CohortConfig:
                 raise ValueError(f"parameters.{name} has no source")
             parameters[name], sources[name] = entry["value"], entry["source"]
         config = cls(
-            seed=int(raw["seed"]), candidate_draws=int(raw["candidate_draws"]),
+            seed=int(raw["seed"]),
+            candidate_draws=int(raw["candidate_draws"]),
             group_sizes={g: int(n) for g, n in design["group_sizes"].items()},
             exacerbations=int(design["exacerbations"]),
             spec=CohortSpec(tuple(design["subsets"]), design["reference_subset"]),
             subject_prefix=dict(design["subject_prefix"]),
             events_median={k: float(v) for k, v in events["median"].items()},
-            events_log_sd=float(events["log_sd"]), parameters=parameters, sources=sources,
+            events_log_sd=float(events["log_sd"]),
+            parameters=parameters,
+            sources=sources,
         )
         config.check()
         return config
@@ -117,8 +127,10 @@ def design_frame(config: CohortConfig, rng: np.random.Generator) -> pd.DataFrame
         width = max(2, len(str(config.group_sizes.get(group, 0))))
         for k in range(1, config.group_sizes.get(group, 0) + 1):
             subject = f"{config.subject_prefix[group]}{k:0{width}d}"
-            rows += [{"subject_id": subject, "group": group, "subset": subset}
-                     for subset in config.spec.subsets]
+            rows += [
+                {"subject_id": subject, "group": group, "subset": subset}
+                for subset in config.spec.subsets
+            ]
     frame = pd.DataFrame(rows)
     medians = frame["subset"].map(config.events_median).to_numpy()
     noise = rng.normal(0.0, config.events_log_sd, size=len(frame))
@@ -172,19 +184,31 @@ def simulate_cohort(config: CohortConfig, *, seed: int | None = None) -> pd.Data
     design = design_frame(config, np.random.default_rng(events_seed))
     cohort = Cohort.from_frame(design, config.spec, source="design")
     model = exacerbation.build_model(cohort, observed=False)
-    draws = draw_with_fixed(model, fixed_parameters(config), ["n_cd49d_pos", "exacerbation"],
-                            draws=config.candidate_draws, seed=int(model_seed.generate_state(1)[0]))
+    draws = draw_with_fixed(
+        model,
+        fixed_parameters(config),
+        ["n_cd49d_pos", "exacerbation"],
+        draws=config.candidate_draws,
+        seed=int(model_seed.generate_state(1)[0]),
+    )
     matching = np.flatnonzero(draws["exacerbation"].sum(axis=1) == config.exacerbations)
     if not len(matching):
-        raise RuntimeError(f"none of {config.candidate_draws} draws had "
-                           f"{config.exacerbations} exacerbations; raise candidate_draws")
+        raise RuntimeError(
+            f"none of {config.candidate_draws} draws had "
+            f"{config.exacerbations} exacerbations; raise candidate_draws"
+        )
     chosen = matching[0]
-    return outcome_frame(design, model.coords["treated_subject"],
-                         draws["n_cd49d_pos"][chosen], draws["exacerbation"][chosen])
+    return outcome_frame(
+        design,
+        model.coords["treated_subject"],
+        draws["n_cd49d_pos"][chosen],
+        draws["exacerbation"][chosen],
+    )
 
 
-def outcome_frame(design: pd.DataFrame, treated: list[str], counts: np.ndarray,
-                  events: np.ndarray) -> pd.DataFrame:
+def outcome_frame(
+    design: pd.DataFrame, treated: list[str], counts: np.ndarray, events: np.ndarray
+) -> pd.DataFrame:
     frame = design.copy()
     frame["n_cd49d_pos"] = counts.astype("int64")
     frame[PCT_COLUMN] = 100 * frame["n_cd49d_pos"] / frame["n_cells"]

@@ -1,0 +1,173 @@
+"""Every bad-input case: the exact message, exit status 2, and nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+
+from models.data import CohortFileError, load_cohort
+from models.schema import CohortSpec
+from tests.conftest import BAD_FILES, BUNDLED_COHORT, GOOD_MINIMAL
+
+ALLOWED = (
+    "subject_id, group, subset, n_cells, n_cd49d_pos, pct_cd49d_pos, exacerbation, age, "
+    "sex, months_on_ntz, days_since_infusion, saturation_measured"
+)
+EXPECTED = {
+    "empty.csv": [": file is empty"],
+    "not_utf8.csv": [":4: not UTF-8 text (byte 0xe9); save the file as CSV UTF-8"],
+    "spreadsheet.xlsx": [
+        ": not a CSV file: it holds binary data (a spreadsheet?); export it as CSV (UTF-8)"
+    ],
+    "tab_separated.csv": [
+        ":1: not a comma-separated file: the header has one column; it looks tab-separated"
+    ],
+    "header_only.csv": [": file has a header but no data rows"],
+    "ragged_row.csv": [":3: expected 7 fields as in the header, found 8"],
+    "missing_column.csv": [":1: column 'subset': required column is missing"],
+    "unknown_column.csv": [f":1: column 'batch': unknown column (allowed: {ALLOWED})"],
+    "unknown_group.csv": [
+        ":4: column 'group': unknown group 'RRMS' (allowed: HC, MS_naive, MS_NTZ, NMOSD)"
+    ],
+    "unknown_subset.csv": [
+        ":4: column 'subset': unknown subset 'Th2' (allowed: Th1, Th17, Treg; "
+        "other subsets must be declared with --subsets)"
+    ],
+    "blank_required.csv": [":4: column 'group': blank or NaN in a required field"],
+    "nan_required.csv": [":4: column 'subset': blank or NaN in a required field"],
+    "duplicate_row.csv": [
+        ":5: column 'subset': duplicate row for subject 'M01' and subset 'Th1' (first at line 4)"
+    ],
+    "subject_two_groups.csv": [
+        ":5: column 'group': subject 'M01' is in two groups: HC here, MS_naive at line 4"
+    ],
+    "negative_count.csv": [":4: column 'n_cd49d_pos': negative count: -8"],
+    "non_integer_count.csv": [":4: column 'n_cells': not a whole number of cells: 1000.5"],
+    "not_a_number.csv": [":4: column 'n_cd49d_pos': not a number: 'eight hundred'"],
+    "positives_exceed_cells.csv": [
+        ":4: column 'n_cd49d_pos': n_cd49d_pos (1200) exceeds n_cells (1000)"
+    ],
+    "zero_cells.csv": [
+        ":4: column 'n_cells': n_cells is 0: the gate holds no events, so no rate can be formed"
+    ],
+    "pct_out_of_range.csv": [":4: column 'pct_cd49d_pos': percentage outside 0-100: 180"],
+    "pct_fractions.csv": [
+        ": column 'pct_cd49d_pos': every value is between 0 and 1: these look "
+        "like fractions, but percentages (0-100) are expected; multiply by 100"
+    ],
+    "counts_pct_disagree.csv": [
+        ":4: column 'pct_cd49d_pos': 70% disagrees with the counts "
+        "(800/1000 = 80.00%) by more than 0.5 percentage points"
+    ],
+    "no_measurement.csv": [
+        ":4: column 'pct_cd49d_pos': no measurement: give n_cells and n_cd49d_pos, or pct_cd49d_pos"
+    ],
+    "exacerbation_outside_ntz.csv": [
+        ":4: column 'exacerbation': must be blank outside MS_NTZ (this row's group is MS_naive)"
+    ],
+    "exacerbation_not_binary.csv": [
+        ":2: column 'exacerbation': exacerbation must be 0 or 1, got 2",
+        ":3: column 'exacerbation': exacerbation must be 0 or 1, got 2",
+    ],
+    "exacerbation_missing_for_ntz.csv": [
+        ":2: column 'exacerbation': blank, but required (0 or 1) for MS_NTZ rows"
+    ],
+    "saturation_out_of_range.csv": [
+        ":2: column 'saturation_measured': saturation must be a fraction between 0 and 1, got 87",
+        ":3: column 'saturation_measured': saturation must be a fraction between 0 and 1, got 87",
+    ],
+}
+
+
+def test_every_bad_file_has_an_expected_message():
+    assert sorted(p.name for p in BAD_FILES.iterdir()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_validate_reports_exact_problems_and_exits_2(run_cli, name):
+    path = BAD_FILES / name
+    result = run_cli("validate", path)
+    count = len(EXPECTED[name])
+    summary = f"{path}: {count} problem{'s' * (count != 1)} found; nothing was written."
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"{path}{suffix}" for suffix in EXPECTED[name]] + [
+        summary
+    ]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("name", ["duplicate_row.csv", "empty.csv", "pct_fractions.csv"])
+def test_describe_on_bad_input_writes_nothing(run_cli, tmp_path, name):
+    out = tmp_path / "out"
+    result = run_cli("describe", BAD_FILES / name, "--out", out)
+    assert result.exit_code == 2
+    assert not out.exists()
+
+
+def test_missing_file_real_process_exit_2_without_traceback(tmp_path):
+    missing = tmp_path / "nowhere.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "analysis", "validate", str(missing)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"{missing}: file not found",
+        f"{missing}: 1 problem found; nothing was written.",
+    ]
+    assert "Traceback" not in done.stderr
+
+
+def test_all_problems_of_a_file_are_reported_at_once(tmp_path):
+    path = tmp_path / "many.csv"
+    lines = GOOD_MINIMAL.read_text().splitlines()
+    lines[1] = "N01,MS_NTZ,Th1,1000,1600,60.00,0"  # positives exceed cells (and pct disagrees)
+    lines[3] = "M01,RRMS,Th1,1000,800,80.00,"  # unknown group
+    lines[4] = "M01,MS_naive,Treg,-5,60,12.00,"  # negative count
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CohortFileError) as caught:
+        load_cohort(path)
+    assert [(p.line, p.column) for p in caught.value.problems] == [
+        (2, "n_cd49d_pos"),
+        (2, "pct_cd49d_pos"),
+        (4, "group"),
+        (5, "n_cells"),
+    ]
+
+
+def test_valid_files_load(run_cli):
+    result = run_cli("validate", BUNDLED_COHORT)
+    assert result.exit_code == 0
+    assert "valid: 150 rows, 50 subjects (HC 8, MS_naive 27, MS_NTZ 8, NMOSD 7)" in result.stdout
+    cohort = load_cohort(GOOD_MINIMAL)
+    assert cohort.rows["positive_rate"].tolist() == [0.6, 0.04, 0.8, 0.12]
+
+
+def test_counts_are_preferred_over_percentages(tmp_path):
+    path = tmp_path / "rounded.csv"
+    lines = GOOD_MINIMAL.read_text().splitlines()
+    lines[1] = "N01,MS_NTZ,Th1,1000,604,60,0"  # pct rounded to a whole number: within tolerance
+    lines[3] = "M01,MS_naive,Th1,,,80.00,"  # pct only
+    path.write_text("\n".join(lines) + "\n")
+    rates = load_cohort(path).rows["positive_rate"].tolist()
+    assert rates[0] == 0.604 and rates[2] == 0.8
+
+
+def test_other_subsets_need_declaring(tmp_path, run_cli):
+    path = tmp_path / "cd8.csv"
+    path.write_text(GOOD_MINIMAL.read_text().replace("Th1", "Tc1"))
+    assert run_cli("validate", path).exit_code == 2
+    declared = run_cli("validate", path, "--subsets", "Tc1,Treg", "--reference-subset", "Treg")
+    assert declared.exit_code == 0
+    cohort = load_cohort(path, CohortSpec(("Tc1", "Treg"), "Treg"))
+    assert cohort.spec.effector_subsets == ("Tc1",)
+
+
+def test_reference_subset_must_be_declared(run_cli):
+    result = run_cli(
+        "validate", GOOD_MINIMAL, "--subsets", "Th1,Th17", "--reference-subset", "Treg"
+    )
+    assert result.exit_code == 2
+    assert "reference subset 'Treg' is not among the subsets (Th1, Th17)" in result.stderr
