@@ -134,58 +134,63 @@ def kruskal_rows(measures: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def treated_vs_naive_rows(measures: pd.DataFrame) -> list[dict]:
+def two_group_rows(
+    measures: pd.DataFrame,
+    *,
+    analysis: str,
+    comparison: str,
+    first: pd.Series,
+    second: pd.Series,
+    note: str | None = None,
+) -> list[dict]:
+    """A Mann-Whitney row per quantity and subset, comparing the rows where ``first`` holds
+    with those where ``second`` holds (boolean masks over ``measures``)."""
     rows = []
     for (quantity, subset), data in measures.groupby(["quantity", "subset"], sort=False):
-        treated = data.loc[data["group"] == TREATED_GROUP, "value"].to_numpy()
-        naive = data.loc[data["group"] == NAIVE_GROUP, "value"].to_numpy()
-        if not len(treated) or not len(naive):
+        x = data.loc[first[data.index], "value"].to_numpy()
+        y = data.loc[second[data.index], "value"].to_numpy()
+        if not len(x) or not len(y):
             continue
-        u, p, method = mann_whitney(treated, naive)
+        u, p, method = mann_whitney(x, y)
         rows.append(
             {
-                "analysis": "mann_whitney",
+                "analysis": analysis,
                 "quantity": quantity,
                 "subset": subset,
                 "group": TREATED_GROUP,
-                "comparison": f"{TREATED_GROUP} vs {NAIVE_GROUP}",
-                "n": len(treated),
-                "n_other": len(naive),
+                "comparison": comparison,
+                "n": len(x),
+                "n_other": len(y),
                 "statistic": u,
                 "p_value": p,
-                "min_attainable_p": min_attainable_p(len(treated), len(naive)),
+                "min_attainable_p": min_attainable_p(len(x), len(y)),
                 "method": method,
+                "note": note,
             }
         )
     return rows
+
+
+def treated_vs_naive_rows(measures: pd.DataFrame) -> list[dict]:
+    return two_group_rows(
+        measures,
+        analysis="mann_whitney",
+        comparison=f"{TREATED_GROUP} vs {NAIVE_GROUP}",
+        first=measures["group"] == TREATED_GROUP,
+        second=measures["group"] == NAIVE_GROUP,
+    )
 
 
 def exacerbation_rows(measures: pd.DataFrame) -> list[dict]:
-    treated = measures[measures["group"] == TREATED_GROUP]
-    rows = []
-    for (quantity, subset), data in treated.groupby(["quantity", "subset"], sort=False):
-        with_event = data.loc[data["exacerbation"] == 1, "value"].to_numpy()
-        without = data.loc[data["exacerbation"] == 0, "value"].to_numpy()
-        if not len(with_event) or not len(without):
-            continue
-        u, p, method = mann_whitney(with_event, without)
-        rows.append(
-            {
-                "analysis": "exacerbation",
-                "quantity": quantity,
-                "subset": subset,
-                "group": TREATED_GROUP,
-                "comparison": "exacerbation vs none, within " + TREATED_GROUP,
-                "n": len(with_event),
-                "n_other": len(without),
-                "statistic": u,
-                "p_value": p,
-                "min_attainable_p": min_attainable_p(len(with_event), len(without)),
-                "method": method,
-                "note": "descriptive: with these group sizes p cannot fall below min_attainable_p",
-            }
-        )
-    return rows
+    treated = measures["group"] == TREATED_GROUP
+    return two_group_rows(
+        measures,
+        analysis="exacerbation",
+        comparison=f"exacerbation vs none, within {TREATED_GROUP}",
+        first=treated & (measures["exacerbation"] == 1),
+        second=treated & (measures["exacerbation"] == 0),
+        note="descriptive: with these group sizes p cannot fall below min_attainable_p",
+    )
 
 
 def frequentist_table(cohort: Cohort) -> pd.DataFrame:
