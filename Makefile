@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce test env lint lock cohort clean
+.PHONY: reproduce test env lint lock cohort bench clean
 
 env: $(STAMP)
 
@@ -53,6 +53,12 @@ lock: | $(UV)
 ## cohort: regenerate the bundled simulated cohort from its configuration and documented seed
 cohort: $(STAMP)
 	$(BIN)/cd49d simulate-cohort --out $(COHORT)
+
+## bench: sampler benchmarks (installs the optional numpyro/JAX group first)
+bench: $(STAMP)
+	python=$$(scripts/find_python.sh); $(UV) sync --frozen --group bench --python "$$python"
+	rm -f $(STAMP)
+	$(BIN)/python benchmarks/fit_backends.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(RESULTS)

@@ -25,16 +25,17 @@ class SaturationPriors:
 
     Attributes
     ----------
-    location_sd
-        ``location[group, subset] ~ Normal(0, 2)``: log CD49d of the median subject relative to
-        the gate. With ``sigma`` near 1.5, +-2 spans positive rates of about 10-90%; weakly
-        informative (assumption).
+    location_probit_sd
+        ``location_probit[baseline_group, subset] ~ Normal(0, 1.5)``: probit of the median
+        subject's positive rate; +-1.5 spans rates of about 7-93%, weakly informative
+        (assumption).
     sigma_log_median, sigma_log_sd
-        ``sigma[subset] ~ LogNormal(log 1.5, 0.5)``: spread of log CD49d within a gate; flow
-        cytometric surface markers span one to two decades (assumption).
+        ``sigma ~ LogNormal(log 1.5, 0.5)``: spread of log CD49d within a gate, one for all
+        subsets; flow cytometric surface markers span one to two decades (assumption). It
+        converts the multiplicative loss of CD49d into probit units.
     tau_subject_sd, tau_subject_subset_sd
-        ``tau ~ HalfNormal(0.5)``: between-subject and subject x subset spread of the location;
-        weakly informative on the log-expression scale (assumption).
+        ``tau ~ HalfNormal(0.5)`` in probit units: between-subject and subject x subset spread;
+        0.5 probit is about 20 percentage points around 50% (assumption, weakly informative).
     saturation_mean_alpha, saturation_mean_beta
         Population mean occupancy on the unit scale of [0.6, 1]: ``Beta(6.75, 3.25)`` has mean
         0.675, i.e. occupancy 0.87: the SID trough mean of Foley 2019 (A3, 87.4%); its 95%
@@ -51,9 +52,12 @@ class SaturationPriors:
     saturation_assay_sd
         SD of a lab's measured occupancy around the true one (fixed, 0.05): assay noise of
         MFI-ratio methods; Oppermann's 95% CI of 72-78% for a median of 75% (A4); assumption.
+    uniform_saturation
+        If True, each patient's occupancy is Uniform(0.6, 1) with no hierarchy: the
+        prior-sensitivity alternative to the literature-centred prior (the study's 60-100%).
     """
 
-    location_sd: float = 2.0
+    location_probit_sd: float = 1.5
     sigma_log_median: float = 1.5
     sigma_log_sd: float = 0.5
     tau_subject_sd: float = 0.5
@@ -65,6 +69,7 @@ class SaturationPriors:
     kappa_alpha: float = 7.0
     kappa_beta: float = 3.0
     saturation_assay_sd: float = 0.05
+    uniform_saturation: bool = False
 
 
 @dataclass(frozen=True)

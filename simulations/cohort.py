@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from models import exacerbation
+from models.saturation import BASELINE_GROUPS
 from models.data import Cohort
 from models.priors import saturation_to_unit
 from models.schema import GROUPS, PCT_COLUMN, REQUIRED_COLUMNS, TREATED_GROUP, CohortSpec
@@ -141,16 +142,21 @@ def design_frame(config: CohortConfig, rng: np.random.Generator) -> pd.DataFrame
 
 
 def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
-    """The config's natural-unit values as values of the model's free variables."""
+    """The config's natural-unit values as values of the model's free variables.
+
+    The model samples location and subject SDs on the probit scale (units of sigma); the
+    config states SDs on the log-expression scale, so they are divided by sigma here.
+    """
     p = config.parameters
     subsets = list(config.spec.subsets)
-    sigma = np.array([p["sigma"][s] for s in subsets], dtype=float)
-    rate = np.array([[p["baseline_positive_rate"][g][s] for s in subsets] for g in GROUPS])
+    sigma = float(p["sigma"])
+    rate = np.array([[p["baseline_positive_rate"][g][s] for s in subsets]
+                     for g in BASELINE_GROUPS])
     return {
-        "location": sigma[None, :] * stats.norm.ppf(rate),
+        "location_probit": stats.norm.ppf(rate),
         "sigma": sigma,
-        "tau_subject": float(p["tau_subject"]),
-        "tau_subject_subset": float(p["tau_subject_subset"]),
+        "tau_subject": float(p["tau_subject"]) / sigma,
+        "tau_subject_subset": float(p["tau_subject_subset"]) / sigma,
         "saturation_mean_unit": saturation_to_unit(float(p["saturation_mean"])),
         "saturation_concentration": float(p["saturation_concentration"]),
         "kappa": float(p["kappa"]),

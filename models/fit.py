@@ -1,0 +1,123 @@
+"""The one place that samples: a fit with priors, predictives and log-likelihood, behind the gate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pymc as pm
+import xarray as xr
+
+from models.diagnostics import DiagnosticReport, Thresholds, check
+
+SAMPLERS = ("nutpie", "pymc", "numpyro")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample. ``retry_target_accepts`` are tried in turn after a failed gate.
+
+    nutpie is the default: fastest of the samplers PyMC drives on these models
+    (``benchmarks/fit_backends.py``).
+    """
+
+    sampler: str = "nutpie"
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    cores: int = 2
+    target_accept: float = 0.9
+    retry_target_accepts: tuple[float, ...] = (0.97,)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}: choose from {', '.join(SAMPLERS)}")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A gated fit: the data tree, its diagnostics, and the target acceptances tried."""
+
+    idata: xr.DataTree
+    report: DiagnosticReport
+    attempts: list[float] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
+
+
+def sample_posterior(model: pm.Model, settings: SamplerSettings, *, seed: int) -> xr.DataTree:
+    """Posterior draws and sample stats (one sampler call, no predictives)."""
+    quiet_sampling_logs()
+    with model:
+        return pm.sample(
+            draws=settings.draws, tune=settings.tune, chains=settings.chains,
+            cores=settings.cores, target_accept=settings.target_accept,
+            nuts_sampler=settings.sampler, random_seed=seed, progressbar=False,
+        )
+
+
+def add_checks_groups(model: pm.Model, idata: xr.DataTree, *, seed: int,
+                      prior_draws: int = 1000) -> xr.DataTree:
+    """Add prior, prior predictive, posterior predictive and pointwise log-likelihood."""
+    prior_seed, posterior_seed = np.random.SeedSequence(seed).spawn(2)
+    with model:
+        prior = pm.sample_prior_predictive(draws=prior_draws,
+                                           random_seed=int(prior_seed.generate_state(1)[0]))
+        pm.compute_log_likelihood(idata, progressbar=False)
+        pm.sample_posterior_predictive(idata, extend_inferencedata=True, progressbar=False,
+                                       random_seed=int(posterior_seed.generate_state(1)[0]))
+    for group in ("prior", "prior_predictive"):
+        if group in prior.children:
+            idata[group] = prior[group]
+    return idata
+
+
+def fit_gated(
+    build: Callable[[], pm.Model],
+    settings: SamplerSettings | None = None,
+    thresholds: Thresholds | None = None,
+    *,
+    seed: int,
+    with_checks: bool = True,
+) -> FitResult:
+    """Sample, gate, and on failure resample at each higher target acceptance in turn.
+
+    Parameters
+    ----------
+    build
+        Returns the model (called once).
+    settings, thresholds
+        Sampler settings and diagnostic limits; defaults if None.
+    seed
+        Root seed; attempt ``k`` samples with the ``k``-th child of ``SeedSequence(seed)``.
+    with_checks
+        Also add prior/posterior predictive and log-likelihood groups to a passing fit.
+
+    Returns
+    -------
+    FitResult
+        The last attempt; ``passed`` is False if every attempt failed the gate.
+    """
+    settings = settings or SamplerSettings()
+    model = build()
+    accepts = [settings.target_accept, *settings.retry_target_accepts]
+    children = np.random.SeedSequence(seed).spawn(len(accepts) + 1)
+    for attempt, (accept, child) in enumerate(zip(accepts, children, strict=False), start=1):
+        attempt_seed = int(child.generate_state(1)[0])
+        idata = sample_posterior(model, replace(settings, target_accept=accept), seed=attempt_seed)
+        report = check(idata, thresholds)
+        if report.passed:
+            break
+    result = FitResult(idata=idata, report=report, attempts=accepts[:attempt])
+    if with_checks and result.passed:
+        add_checks_groups(model, idata, seed=int(children[-1].generate_state(1)[0]))
+    return result
+
+
+def quiet_sampling_logs() -> None:
+    """PyMC logs every sampler start at INFO; the CLI reports progress itself."""
+    logging.getLogger("pymc").setLevel(logging.WARNING)

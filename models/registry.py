@@ -1,0 +1,63 @@
+"""The fittable models by name, each a builder from ``(cohort, prior_set, observed)`` to a model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pymc as pm
+
+from models import exacerbation, positive_rate, saturation
+from models.data import Cohort
+from models.priors import SaturationPriors
+
+PRIOR_SETS = ("default", "uniform_saturation")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: what it is and how to build it."""
+
+    name: str
+    description: str
+    build: Callable[..., pm.Model]
+    uses_saturation: bool
+
+
+def saturation_priors(prior_set: str) -> SaturationPriors:
+    if prior_set not in PRIOR_SETS:
+        raise ValueError(f"unknown prior set {prior_set!r}: choose from {', '.join(PRIOR_SETS)}")
+    return SaturationPriors(uniform_saturation=prior_set == "uniform_saturation")
+
+
+def _positive_rate(cohort: Cohort, prior_set: str = "default", *, observed: bool = True):
+    if prior_set != "default":
+        raise ValueError("the positive_rate model has only the 'default' prior set")
+    return positive_rate.build_model(cohort, observed=observed)
+
+
+def _saturation(kappa: saturation.KappaVariant):
+    def build(cohort: Cohort, prior_set: str = "default", *, observed: bool = True):
+        return saturation.build_model(cohort, saturation_priors(prior_set), kappa=kappa,
+                                      observed=observed)
+    return build
+
+
+def _exacerbation(cohort: Cohort, prior_set: str = "default", *, observed: bool = True):
+    return exacerbation.build_model(cohort, saturation_priors(prior_set), observed=observed)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("positive_rate", "descriptive binomial-logit model, group x subset cells",
+                  _positive_rate, uses_saturation=False),
+        ModelSpec("saturation", "latent-expression model, one kappa shared by all subsets",
+                  _saturation("shared"), uses_saturation=True),
+        ModelSpec("saturation_per_subset", "latent-expression model, one kappa per subset",
+                  _saturation("per_subset"), uses_saturation=True),
+        ModelSpec("exacerbation", "latent-expression model (shared kappa) joint with logistic "
+                  "exacerbation on the latent log CD49d ratio", _exacerbation,
+                  uses_saturation=True),
+    )
+}
