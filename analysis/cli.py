@@ -1,7 +1,8 @@
 """The ``cd49d`` command line: argument parsing and error reporting only.
 
 Exit status: 0 success; 2 bad input (data file, configuration or arguments), with one line per
-problem on standard error, no traceback and nothing written.
+problem on standard error, no traceback and nothing written; 3 a fit failed the MCMC diagnostics
+gate (the failing diagnostics and parameters are named; only diagnostics.csv is written).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from models.data import Cohort, CohortFileError, load_cohort
 from models.schema import DEFAULT_REFERENCE_SUBSET, DEFAULT_SUBSETS, CohortSpec
 
 EXIT_BAD_INPUT = 2
+EXIT_NOT_CONVERGED = 3
 PROVENANCE_PACKAGES = ("cd49d", "pymc", "arviz", "numpy", "scipy", "pandas", "statsmodels")
 
 
@@ -201,3 +203,146 @@ def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Pat
     write_atomically(text, out)
     used = config.seed if seed is None else seed
     click.echo(f"wrote {out}: simulated cohort (seed {used}); not the study's measurements")
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--model",
+    "model_name",
+    required=True,
+    type=click.Choice(["positive_rate", "saturation", "saturation_per_subset", "exacerbation"]),
+    help="Which model to fit (README.md, 'Models').",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for fit.nc, estimands.csv and the checks (created if needed).",
+)
+@click.option(
+    "--prior-set",
+    default="default",
+    show_default=True,
+    type=click.Choice(["default", "uniform_saturation"]),
+    help="Named prior set (models/priors.py).",
+)
+@click.option(
+    "--sampler",
+    default="nutpie",
+    show_default=True,
+    type=click.Choice(["nutpie", "pymc", "numpyro"]),
+    help="NUTS implementation.",
+)
+@click.option("--draws", default=1000, show_default=True, type=click.IntRange(min=10))
+@click.option("--tune", default=1000, show_default=True, type=click.IntRange(min=10))
+@click.option("--chains", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--seed",
+    default=2016,
+    show_default=True,
+    type=int,
+    help="Root seed: sampler, retry and predictive seeds all derive from it.",
+)
+@click.option("--rhat-max", default=1.01, show_default=True, type=float)
+@click.option(
+    "--min-ess", default=400.0, show_default=True, type=float, help="Minimum bulk and tail ESS."
+)
+@click.option("--max-divergences", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--min-ebfmi", default=0.3, show_default=True, type=float)
+@click.option(
+    "--sensitivity/--no-sensitivity",
+    default=True,
+    show_default=True,
+    help="For saturation models, refit under a uniform occupancy prior on [0.6, 1].",
+)
+@subset_options
+def fit(
+    file: Path,
+    model_name: str,
+    out_dir: Path,
+    prior_set: str,
+    sampler: str,
+    draws: int,
+    tune: int,
+    chains: int,
+    seed: int,
+    rhat_max: float,
+    min_ess: float,
+    max_divergences: int,
+    min_ebfmi: float,
+    sensitivity: bool,
+    subsets: str,
+    reference_subset: str,
+) -> None:
+    """Fit a Bayesian model to a cohort: posterior, estimands and checks, behind a gate.
+
+    A fit must pass R-hat, bulk/tail ESS, divergence and E-BFMI limits; if not, it is retried
+    once at target acceptance 0.97, and if it still fails the command names the failing
+    diagnostics and exits with status 3.
+    """
+    from analysis.fit_report import FitRequest, run_fit
+    from models.diagnostics import Thresholds
+    from models.fit import SamplerSettings
+
+    cohort = read_cohort(file, spec_from_options(subsets, reference_subset))
+    request = FitRequest(
+        model_name=model_name,
+        prior_set=prior_set,
+        seed=seed,
+        sensitivity=sensitivity,
+        settings=SamplerSettings(
+            sampler=sampler, draws=draws, tune=tune, chains=chains, progressbar=sys.stderr.isatty()
+        ),
+        thresholds=Thresholds(
+            rhat_max=rhat_max,
+            ess_bulk_min=min_ess,
+            ess_tail_min=min_ess,
+            divergences_max=max_divergences,
+            ebfmi_min=min_ebfmi,
+        ),
+    )
+    record = provenance({"cohort": file}, f"cd49d fit --model {model_name}")
+    try:
+        result = run_fit(
+            cohort, request, out_dir, provenance=record, say=lambda text: click.echo(text, err=True)
+        )
+    except ValueError as err:  # a cohort the model cannot take (e.g. no treated patients)
+        fail([f"{file}: {err}"])
+    if not result.passed:
+        lines = [
+            f"{model_name}: the fit failed the diagnostics gate after target acceptance "
+            f"{', '.join(map(str, result.attempts))}:"
+        ]
+        lines += [f"  {failure}" for failure in result.report.failures]
+        lines += [
+            f"per-parameter diagnostics: {out_dir / 'diagnostics.csv'}; nothing else was written."
+        ]
+        for line in lines:
+            click.echo(line, err=True)
+        sys.exit(EXIT_NOT_CONVERGED)
+    click.echo(f"{model_name}: diagnostics passed; wrote {out_dir}/fit.nc and estimands.csv")
+
+
+@main.command()
+@click.argument("fits", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="CSV file for the comparison table.",
+)
+def compare(fits: tuple[Path, ...], out: Path) -> None:
+    """Compare fits (fit.nc files from cd49d fit) by PSIS-LOO on the CD49d counts.
+
+    Writes ELPD, its SE, differences and stacking weights per model, and Pareto k warnings.
+    """
+    from analysis.model_comparison import compare_fits
+    from simulations.cohort import write_atomically
+
+    if len(fits) < 2:
+        fail(["cd49d compare needs at least two fit.nc files"])
+    table = compare_fits(list(fits))
+    write_atomically(table.to_csv(index=False, lineterminator="\n"), out)
+    click.echo(table.to_string(index=False))

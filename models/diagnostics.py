@@ -6,6 +6,7 @@ bulk and tail ESS >= 400, no divergent transitions, E-BFMI >= 0.3 in every chain
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import arviz as az
@@ -39,9 +40,11 @@ class DiagnosticReport:
 
 def parameter_table(posterior: xr.Dataset) -> pd.DataFrame:
     """R-hat, bulk ESS and tail ESS for every scalar element of every posterior variable."""
-    rhat = az.rhat(posterior)
-    ess_bulk = az.ess(posterior, method="bulk")
-    ess_tail = az.ess(posterior, method="tail")
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant elements: NaN, reported as such
+        rhat = az.rhat(posterior)
+        ess_bulk = az.ess(posterior, method="bulk")
+        ess_tail = az.ess(posterior, method="tail")
     rows = []
     for name in posterior.data_vars:
         flat = {
@@ -50,8 +53,10 @@ def parameter_table(posterior: xr.Dataset) -> pd.DataFrame:
             "ess_tail": np.ravel(ess_tail[name].values),
         }
         labels = element_labels(posterior[name])
-        rows += [{"parameter": label, **{k: float(v[i]) for k, v in flat.items()}}
-                 for i, label in enumerate(labels)]
+        rows += [
+            {"parameter": label, **{k: float(v[i]) for k, v in flat.items()}}
+            for i, label in enumerate(labels)
+        ]
     return pd.DataFrame(rows, columns=["parameter", "rhat", "ess_bulk", "ess_tail"])
 
 
@@ -88,26 +93,37 @@ def check(
     if var_names is not None:
         posterior = posterior[var_names]
     # A quantity fixed by design (a constant deterministic) has no R-hat or ESS to check.
-    posterior = posterior[[v for v in posterior.data_vars if float(posterior[v].std()) > 0]]
+    posterior = posterior[[v for v in posterior.data_vars if not is_constant(posterior[v])]]
     table = parameter_table(posterior)
     failures = []
     failures += limit_failures(table, "rhat", thresholds.rhat_max, above=True, label="R-hat")
-    failures += limit_failures(table, "ess_bulk", thresholds.ess_bulk_min, above=False,
-                               label="bulk ESS")
-    failures += limit_failures(table, "ess_tail", thresholds.ess_tail_min, above=False,
-                               label="tail ESS")
+    failures += limit_failures(
+        table, "ess_bulk", thresholds.ess_bulk_min, above=False, label="bulk ESS"
+    )
+    failures += limit_failures(
+        table, "ess_tail", thresholds.ess_tail_min, above=False, label="tail ESS"
+    )
     stats = idata["sample_stats"].to_dataset()
     divergences = int(stats["diverging"].sum())
     if divergences > thresholds.divergences_max:
-        failures.append(f"{divergences} divergent transitions (allowed {thresholds.divergences_max})")
+        failures.append(
+            f"{divergences} divergent transitions (allowed {thresholds.divergences_max})"
+        )
     ebfmi = np.atleast_1d(az.bfmi(idata)["energy"].values if "energy" in stats else [np.inf])
     if np.min(ebfmi) < thresholds.ebfmi_min:
         failures.append(f"E-BFMI {np.min(ebfmi):.2f} < {thresholds.ebfmi_min} in some chain")
     return DiagnosticReport(passed=not failures, failures=failures, table=table)
 
 
-def limit_failures(table: pd.DataFrame, column: str, limit: float, *, above: bool,
-                   label: str) -> list[str]:
+def is_constant(variable: xr.DataArray) -> bool:
+    """Constant up to rounding (a deterministic fixed by the prior set, say)."""
+    values = np.asarray(variable.values, dtype=float)
+    return bool(np.all(np.abs(values - values.flat[0]) <= 1e-12 * (1 + abs(values.flat[0]))))
+
+
+def limit_failures(
+    table: pd.DataFrame, column: str, limit: float, *, above: bool, label: str
+) -> list[str]:
     """One line naming how many parameters break a limit and the worst three."""
     values = table[column].fillna(np.inf if above else -np.inf)
     bad = table[values > limit] if above else table[values < limit]

@@ -1,4 +1,4 @@
-"""The one place that samples: a fit with priors, predictives and log-likelihood, behind the gate."""
+"""The one place that samples: a gated fit with priors, predictives and log-likelihood."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class SamplerSettings:
     cores: int = 2
     target_accept: float = 0.9
     retry_target_accepts: tuple[float, ...] = (0.97,)
+    progressbar: bool = False
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -54,22 +55,33 @@ def sample_posterior(model: pm.Model, settings: SamplerSettings, *, seed: int) -
     quiet_sampling_logs()
     with model:
         return pm.sample(
-            draws=settings.draws, tune=settings.tune, chains=settings.chains,
-            cores=settings.cores, target_accept=settings.target_accept,
-            nuts_sampler=settings.sampler, random_seed=seed, progressbar=False,
+            draws=settings.draws,
+            tune=settings.tune,
+            chains=settings.chains,
+            cores=settings.cores,
+            target_accept=settings.target_accept,
+            nuts_sampler=settings.sampler,
+            random_seed=seed,
+            progressbar=settings.progressbar,
         )
 
 
-def add_checks_groups(model: pm.Model, idata: xr.DataTree, *, seed: int,
-                      prior_draws: int = 1000) -> xr.DataTree:
+def add_checks_groups(
+    model: pm.Model, idata: xr.DataTree, *, seed: int, prior_draws: int = 1000
+) -> xr.DataTree:
     """Add prior, prior predictive, posterior predictive and pointwise log-likelihood."""
     prior_seed, posterior_seed = np.random.SeedSequence(seed).spawn(2)
     with model:
-        prior = pm.sample_prior_predictive(draws=prior_draws,
-                                           random_seed=int(prior_seed.generate_state(1)[0]))
-        pm.compute_log_likelihood(idata, progressbar=False)
-        pm.sample_posterior_predictive(idata, extend_inferencedata=True, progressbar=False,
-                                       random_seed=int(posterior_seed.generate_state(1)[0]))
+        prior = pm.sample_prior_predictive(
+            draws=prior_draws, random_seed=int(prior_seed.generate_state(1)[0])
+        )
+        pm.stats.compute_log_likelihood(idata, progressbar=False)
+        pm.sample_posterior_predictive(
+            idata,
+            extend_inferencedata=True,
+            progressbar=False,
+            random_seed=int(posterior_seed.generate_state(1)[0]),
+        )
     for group in ("prior", "prior_predictive"):
         if group in prior.children:
             idata[group] = prior[group]
@@ -106,13 +118,15 @@ def fit_gated(
     model = build()
     accepts = [settings.target_accept, *settings.retry_target_accepts]
     children = np.random.SeedSequence(seed).spawn(len(accepts) + 1)
-    for attempt, (accept, child) in enumerate(zip(accepts, children, strict=False), start=1):
+    tried = []
+    for accept, child in zip(accepts, children, strict=False):
+        tried.append(accept)
         attempt_seed = int(child.generate_state(1)[0])
         idata = sample_posterior(model, replace(settings, target_accept=accept), seed=attempt_seed)
         report = check(idata, thresholds)
         if report.passed:
             break
-    result = FitResult(idata=idata, report=report, attempts=accepts[:attempt])
+    result = FitResult(idata=idata, report=report, attempts=tried)
     if with_checks and result.passed:
         add_checks_groups(model, idata, seed=int(children[-1].generate_state(1)[0]))
     return result

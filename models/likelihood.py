@@ -22,9 +22,7 @@ PCT_CLIP = 0.05
 PCT_LOGIT_SD_PRIOR = 1.0
 
 
-def add_rate_likelihood(
-    cohort: Cohort, rate_subject: pt.TensorVariable, *, observed: bool
-) -> None:
+def add_rate_likelihood(cohort: Cohort, rate_subject: pt.TensorVariable, *, observed: bool) -> None:
     """Add the count and percentage likelihoods for a (subject, subset) matrix of rates.
 
     Parameters
@@ -46,15 +44,20 @@ def add_rate_likelihood(
     if has_counts.any():
         count_rows = np.flatnonzero(has_counts)
         model.add_coord("count_row", labels[count_rows])
-        n_cells = pm.Data("n_cells", rows["n_cells"].to_numpy()[count_rows].astype("int64"),
-                          dims="count_row")
+        n_cells = pm.Data(
+            "n_cells", rows["n_cells"].to_numpy()[count_rows].astype("int64"), dims="count_row"
+        )
         counts = rows["n_cd49d_pos"].to_numpy()[count_rows].astype("int64") if observed else None
-        pm.Binomial("n_cd49d_pos", n=n_cells, p=rate[count_rows], observed=counts,
-                    dims="count_row")
+        pm.Binomial("n_cd49d_pos", n=n_cells, p=rate[count_rows], observed=counts, dims="count_row")
     if not has_counts.all():
         pct_rows = np.flatnonzero(~has_counts)
         model.add_coord("pct_row", labels[pct_rows])
         pct = np.clip(rows[PCT_COLUMN].to_numpy()[pct_rows], PCT_CLIP, 100 - PCT_CLIP)
         sd = pm.HalfNormal("pct_logit_sd", PCT_LOGIT_SD_PRIOR)
-        pm.Normal("logit_pct", mu=pt.logit(rate[pct_rows]), sigma=sd,
-                  observed=logit(pct / 100) if observed else None, dims="pct_row")
+        pm.Normal(
+            "logit_pct",
+            mu=pt.logit(rate[pct_rows]),
+            sigma=sd,
+            observed=logit(pct / 100) if observed else None,
+            dims="pct_row",
+        )

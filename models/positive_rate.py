@@ -63,16 +63,19 @@ def build_model(
     priors = priors or PositiveRatePriors()
     index = cohort.index_arrays()
     with pm.Model(coords=cohort.coords()) as model:
-        cell_mean = pm.Normal("cell_mean_logit", 0.0, priors.cell_mean_sd,
-                              dims=("group", "subset"))
+        cell_mean = pm.Normal("cell_mean_logit", 0.0, priors.cell_mean_sd, dims=("group", "subset"))
         tau_subject = pm.HalfNormal("tau_subject", priors.tau_sd)
         tau_subject_subset = pm.HalfNormal("tau_subject_subset", priors.tau_sd)
         subject_z = pm.Normal("subject_z", 0.0, 1.0, dims="subject")
         subject_subset_z = pm.Normal("subject_subset_z", 0.0, 1.0, dims=("subject", "subset"))
-        eta = (cell_mean[index["subject_group"]] + tau_subject * subject_z[:, None]
-               + tau_subject_subset * subject_subset_z)
-        rate = pm.Deterministic("positive_rate_subject", pm.math.invlogit(eta),
-                                dims=("subject", "subset"))
+        eta = (
+            cell_mean[index["subject_group"]]
+            + tau_subject * subject_z[:, None]
+            + tau_subject_subset * subject_subset_z
+        )
+        rate = pm.Deterministic(
+            "positive_rate_subject", pm.math.invlogit(eta), dims=("subject", "subset")
+        )
         add_population_rates(cell_mean, pt.sqrt(tau_subject**2 + tau_subject_subset**2))
         add_rate_likelihood(cohort, rate, observed=observed)
     return model
@@ -83,5 +86,6 @@ def add_population_rates(cell_mean: pt.TensorVariable, total_sd: pt.TensorVariab
     nodes, weights = np.polynomial.hermite.hermgauss(QUADRATURE_NODES)
     shifts = np.sqrt(2.0) * nodes  # standard-normal quadrature points
     values = pm.math.invlogit(cell_mean[..., None] + total_sd * shifts)
-    pm.Deterministic("pct_pos", (values * (weights / np.sqrt(np.pi))).sum(axis=-1),
-                     dims=("group", "subset"))
+    pm.Deterministic(
+        "pct_pos", (values * (weights / np.sqrt(np.pi))).sum(axis=-1), dims=("group", "subset")
+    )

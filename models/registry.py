@@ -38,8 +38,10 @@ def _positive_rate(cohort: Cohort, prior_set: str = "default", *, observed: bool
 
 def _saturation(kappa: saturation.KappaVariant):
     def build(cohort: Cohort, prior_set: str = "default", *, observed: bool = True):
-        return saturation.build_model(cohort, saturation_priors(prior_set), kappa=kappa,
-                                      observed=observed)
+        return saturation.build_model(
+            cohort, saturation_priors(prior_set), kappa=kappa, observed=observed
+        )
+
     return build
 
 
@@ -50,14 +52,30 @@ def _exacerbation(cohort: Cohort, prior_set: str = "default", *, observed: bool 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("positive_rate", "descriptive binomial-logit model, group x subset cells",
-                  _positive_rate, uses_saturation=False),
-        ModelSpec("saturation", "latent-expression model, one kappa shared by all subsets",
-                  _saturation("shared"), uses_saturation=True),
-        ModelSpec("saturation_per_subset", "latent-expression model, one kappa per subset",
-                  _saturation("per_subset"), uses_saturation=True),
-        ModelSpec("exacerbation", "latent-expression model (shared kappa) joint with logistic "
-                  "exacerbation on the latent log CD49d ratio", _exacerbation,
-                  uses_saturation=True),
+        ModelSpec(
+            "positive_rate",
+            "descriptive binomial-logit model, group x subset cells",
+            _positive_rate,
+            uses_saturation=False,
+        ),
+        ModelSpec(
+            "saturation",
+            "latent-expression model, one kappa shared by all subsets",
+            _saturation("shared"),
+            uses_saturation=True,
+        ),
+        ModelSpec(
+            "saturation_per_subset",
+            "latent-expression model, one kappa per subset",
+            _saturation("per_subset"),
+            uses_saturation=True,
+        ),
+        ModelSpec(
+            "exacerbation",
+            "latent-expression model (shared kappa) joint with logistic "
+            "exacerbation on the latent log CD49d ratio",
+            _exacerbation,
+            uses_saturation=True,
+        ),
     )
 }

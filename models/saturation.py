@@ -115,8 +115,9 @@ def add_latent_expression(
     """Location, spread, subject effects and occupancy; returns the (subject, subset) rates."""
     subjects = model.coords["subject"]
     treated_index = np.array([subjects.index(t) for t in model.coords["treated_subject"]], int)
-    location = pm.Normal("location_probit", 0.0, priors.location_probit_sd,
-                         dims=("baseline_group", "subset"))
+    location = pm.Normal(
+        "location_probit", 0.0, priors.location_probit_sd, dims=("baseline_group", "subset")
+    )
     sigma = pm.LogNormal("sigma", np.log(priors.sigma_log_median), priors.sigma_log_sd)
     tau_subject = pm.HalfNormal("tau_subject", priors.tau_subject_sd)
     tau_subject_subset = pm.HalfNormal("tau_subject_subset", priors.tau_subject_subset_sd)
@@ -135,8 +136,9 @@ def add_latent_expression(
         + tau_subject_subset * subject_subset_z
         + probit_shift
     )
-    rate = pm.Deterministic("positive_rate_subject", pm.math.invprobit(probit),
-                            dims=("subject", "subset"))
+    rate = pm.Deterministic(
+        "positive_rate_subject", pm.math.invprobit(probit), dims=("subject", "subset")
+    )
     total_sd = pt.sqrt(1.0 + tau_subject**2 + tau_subject_subset**2)
     add_population_rates(location, sigma, total_sd, kappa_value, occupancy_density)
     return rate
@@ -147,11 +149,12 @@ def add_population_rates(location, sigma, total_sd, kappa_value, occupancy_densi
     untreated = pm.math.invprobit(location / total_sd)  # (baseline_group, subset)
     nodes, weights = occupancy_density
     occupancy = SATURATION_FLOOR + SATURATION_SPAN * nodes  # (node,)
-    shifted = location[BASELINE_GROUPS.index(NAIVE_GROUP)][None, :] + pt.log1p(
-        -kappa_value * occupancy[:, None]) / sigma
+    shifted = (
+        location[BASELINE_GROUPS.index(NAIVE_GROUP)][None, :]
+        + pt.log1p(-kappa_value * occupancy[:, None]) / sigma
+    )
     treated = (weights[:, None] * pm.math.invprobit(shifted / total_sd)).sum(axis=0)
-    rows = [untreated[BASELINE_GROUPS.index(g)] if g != TREATED_GROUP else treated
-            for g in GROUPS]
+    rows = [untreated[BASELINE_GROUPS.index(g)] if g != TREATED_GROUP else treated for g in GROUPS]
     pm.Deterministic("pct_pos", pt.stack(rows), dims=("group", "subset"))
 
 
@@ -169,21 +172,25 @@ def add_saturation(priors: SaturationPriors):
     if priors.uniform_saturation:
         unit = pm.Uniform("saturation_unit", 0.0, 1.0, dims="treated_subject")
         weights = pt.as_tensor(legendre_weights)
-        pm.Deterministic("saturation_mean", SATURATION_FLOOR + SATURATION_SPAN * 0.5)
+        pm.Deterministic("saturation_mean", pt.as_tensor(SATURATION_FLOOR + SATURATION_SPAN * 0.5))
     else:
-        mean_unit = pm.Beta("saturation_mean_unit", priors.saturation_mean_alpha,
-                            priors.saturation_mean_beta)
-        concentration = pm.LogNormal("saturation_concentration",
-                                     np.log(priors.saturation_concentration_log_median),
-                                     priors.saturation_concentration_log_sd)
+        mean_unit = pm.Beta(
+            "saturation_mean_unit", priors.saturation_mean_alpha, priors.saturation_mean_beta
+        )
+        concentration = pm.LogNormal(
+            "saturation_concentration",
+            np.log(priors.saturation_concentration_log_median),
+            priors.saturation_concentration_log_sd,
+        )
         alpha, beta = mean_unit * concentration, (1.0 - mean_unit) * concentration
         unit = pm.Beta("saturation_unit", alpha, beta, dims="treated_subject")
         density = pt.exp(pm.logp(pm.Beta.dist(alpha, beta), pt.as_tensor(nodes)))
         weights = legendre_weights * density
         weights = weights / weights.sum()
         pm.Deterministic("saturation_mean", SATURATION_FLOOR + SATURATION_SPAN * mean_unit)
-    saturation = pm.Deterministic("saturation", SATURATION_FLOOR + SATURATION_SPAN * unit,
-                                  dims="treated_subject")
+    saturation = pm.Deterministic(
+        "saturation", SATURATION_FLOOR + SATURATION_SPAN * unit, dims="treated_subject"
+    )
     return saturation, (pt.as_tensor(nodes), weights)
 
 
@@ -207,6 +214,9 @@ def add_measured_saturation(
     measured = treated["saturation_measured"].notna().to_numpy()
     if not measured.any():
         return
-    pm.Normal("saturation_measured", mu=model["saturation"][np.flatnonzero(measured)],
-              sigma=priors.saturation_assay_sd,
-              observed=treated.loc[measured, "saturation_measured"].to_numpy(dtype=float))
+    pm.Normal(
+        "saturation_measured",
+        mu=model["saturation"][np.flatnonzero(measured)],
+        sigma=priors.saturation_assay_sd,
+        observed=treated.loc[measured, "saturation_measured"].to_numpy(dtype=float),
+    )

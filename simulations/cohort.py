@@ -21,9 +21,9 @@ import pandas as pd
 from scipy import stats
 
 from models import exacerbation
-from models.saturation import BASELINE_GROUPS
 from models.data import Cohort
 from models.priors import saturation_to_unit
+from models.saturation import BASELINE_GROUPS
 from models.schema import GROUPS, PCT_COLUMN, REQUIRED_COLUMNS, TREATED_GROUP, CohortSpec
 from models.simulate import draw_with_fixed
 
@@ -150,8 +150,7 @@ def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
     p = config.parameters
     subsets = list(config.spec.subsets)
     sigma = float(p["sigma"])
-    rate = np.array([[p["baseline_positive_rate"][g][s] for s in subsets]
-                     for g in BASELINE_GROUPS])
+    rate = np.array([[p["baseline_positive_rate"][g][s] for s in subsets] for g in BASELINE_GROUPS])
     return {
         "location_probit": stats.norm.ppf(rate),
         "sigma": sigma,

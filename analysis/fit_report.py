@@ -1,0 +1,153 @@
+"""``cd49d fit``: fit one model to a cohort and write the fit, its estimands and its checks.
+
+Outputs in the output folder (README.md, 'Outputs of cd49d fit'):
+``fit.nc``, ``estimands.csv``, ``diagnostics.csv``, ``identification.csv``,
+``power_scaling.csv``, ``predictive_checks.csv``, ``ppc_prior.png``, ``ppc_posterior.png`` and,
+for saturation models, ``prior_sensitivity.csv``. A fit that fails the diagnostics gate writes
+only ``diagnostics.csv``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.predictive_checks import predictive_check_figure
+from models.data import Cohort
+from models.diagnostics import Thresholds
+from models.estimands import estimand_table
+from models.fit import FitResult, SamplerSettings, fit_gated
+from models.registry import MODELS
+from models.sensitivity import (
+    global_variables,
+    identification_table,
+    power_scaling_table,
+    prior_refit_table,
+)
+from simulations.cohort import write_atomically
+
+ALTERNATIVE_PRIOR = "uniform_saturation"
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """What to fit and how."""
+
+    model_name: str
+    prior_set: str = "default"
+    settings: SamplerSettings = field(default_factory=SamplerSettings)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    seed: int = 2016
+    sensitivity: bool = True
+
+
+def run_fit(
+    cohort: Cohort,
+    request: FitRequest,
+    out_dir: Path,
+    *,
+    provenance: dict,
+    say: Callable[[str], None],
+) -> FitResult:
+    """Fit, gate, and write every output; returns the gated fit (``passed`` False: exit 3)."""
+    spec = MODELS[request.model_name]
+    build = partial(spec.build, cohort, request.prior_set)
+    say(f"fitting {spec.name} ({spec.description}) with {request.settings.sampler}")
+    result = fit_gated(build, request.settings, request.thresholds, seed=request.seed)
+    write_csv(result.report.table, out_dir / "diagnostics.csv")
+    if not result.passed:
+        return result
+    model = build()
+    idata = result.idata
+    idata.attrs.update(
+        model=spec.name,
+        prior_set=request.prior_set,
+        seed=request.seed,
+        sampler=request.settings.sampler,
+        target_accept=float(result.attempts[-1]),
+        **flat_provenance(provenance),
+    )
+    say("writing estimands, identification, sensitivity and predictive checks")
+    estimands = estimand_table(idata["posterior"].to_dataset(), cohort.spec)
+    names = global_variables(model)
+    write_csv(estimands, out_dir / "estimands.csv")
+    write_csv(identification_table(idata, names), out_dir / "identification.csv")
+    write_csv(power_scaling_table(model, idata, names), out_dir / "power_scaling.csv")
+    write_predictive_checks(idata, cohort, out_dir)
+    write_netcdf(idata, out_dir / "fit.nc")
+    if request.sensitivity and spec.uses_saturation and request.prior_set == "default":
+        say(f"refitting under the {ALTERNATIVE_PRIOR} prior for prior sensitivity")
+        write_prior_sensitivity(cohort, request, estimands, out_dir)
+    return result
+
+
+def write_predictive_checks(idata, cohort: Cohort, out_dir: Path) -> None:
+    tables = []
+    for group, title, name in (
+        ("prior_predictive", "Prior predictive check", "ppc_prior.png"),
+        ("posterior_predictive", "Posterior predictive check", "ppc_posterior.png"),
+    ):
+        table = predictive_check_figure(
+            idata, cohort, group=group, title=title, output=out_dir / name
+        )
+        tables.append(table.assign(check=group))
+    write_csv(pd.concat(tables, ignore_index=True), out_dir / "predictive_checks.csv")
+
+
+def write_prior_sensitivity(
+    cohort: Cohort, request: FitRequest, estimands: pd.DataFrame, out_dir: Path
+) -> None:
+    """Refit under the alternative prior; a refit that fails the gate is recorded, not used."""
+    build = partial(MODELS[request.model_name].build, cohort, ALTERNATIVE_PRIOR)
+    refit = fit_gated(
+        build, request.settings, request.thresholds, seed=request.seed + 1, with_checks=False
+    )
+    if not refit.passed:
+        table = pd.DataFrame(
+            [
+                {
+                    "prior": ALTERNATIVE_PRIOR,
+                    "status": "not_converged",
+                    "failures": refit.report.describe(),
+                }
+            ]
+        )
+    else:
+        alternative = estimand_table(refit.idata["posterior"].to_dataset(), cohort.spec)
+        table = prior_refit_table(estimands, alternative, alternative_name=ALTERNATIVE_PRIOR)
+    write_csv(table, out_dir / "prior_sensitivity.csv")
+
+
+def flat_provenance(provenance: dict) -> dict[str, str]:
+    """netCDF attributes must be flat strings or numbers."""
+    flat = {"command": provenance["command"], "python": provenance["python"]}
+    for key, value in provenance["inputs"].items():
+        flat[f"input_{key}_sha256"] = value["sha256"]
+    for name, version in provenance["packages"].items():
+        flat[f"version_{name}"] = str(version)
+    return flat
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    write_atomically(table.to_csv(index=False, lineterminator="\n"), path)
+
+
+def write_netcdf(idata, path: Path) -> None:
+    """Write through a temporary file in the same folder and rename: never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".nc.tmp", delete=False) as handle:
+        temporary = Path(handle.name)
+    try:
+        idata.to_netcdf(temporary)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def settings_with(settings: SamplerSettings, **changes) -> SamplerSettings:
+    return replace(settings, **{k: v for k, v in changes.items() if v is not None})
