@@ -28,14 +28,25 @@ $(UV):
 
 $(STAMP): uv.lock pyproject.toml | $(UV)
 	python=$$(scripts/find_python.sh); \
-	PYTHONPATH=$(TOOLS) $(UV) sync --frozen --python "$$python"
+	$(UV) sync --frozen --python "$$python"
 	touch $@
 
-## reproduce: validate the bundled cohort, then write descriptive tables and the frequentist analysis
-reproduce: $(STAMP)
+FITS := positive_rate saturation saturation_per_subset exacerbation
+FIT_FILES := $(foreach m,$(FITS),$(RESULTS)/fits/$(m)/fit.nc)
+
+## reproduce: validate the bundled cohort, the frequentist analysis, every model fit and the LOO comparison
+reproduce: $(RESULTS)/frequentist/frequentist.csv $(FIT_FILES) $(RESULTS)/fits/loo_kappa.csv
+	@echo "Results written under $(RESULTS)/ (see README.md, 'Outputs')."
+
+$(RESULTS)/frequentist/frequentist.csv: $(COHORT) | $(STAMP)
 	$(BIN)/cd49d validate $(COHORT)
 	$(BIN)/cd49d describe $(COHORT) --out $(RESULTS)/frequentist
-	@echo "Results written under $(RESULTS)/ (see README.md, 'Outputs')."
+
+$(RESULTS)/fits/%/fit.nc: $(COHORT) | $(STAMP)
+	$(BIN)/cd49d fit $(COHORT) --model $* --out $(RESULTS)/fits/$*
+
+$(RESULTS)/fits/loo_kappa.csv: $(RESULTS)/fits/saturation/fit.nc $(RESULTS)/fits/saturation_per_subset/fit.nc
+	$(BIN)/cd49d compare $^ --out $@
 
 ## test: the whole test suite
 test: $(STAMP)
@@ -47,7 +58,7 @@ lint: $(STAMP)
 
 ## lock: refresh uv.lock and environment.yml's pins (the one command for updating dependencies)
 lock: | $(UV)
-	PYTHONPATH=$(TOOLS) $(UV) lock --upgrade
+	$(UV) lock --upgrade
 	python=$$(scripts/find_python.sh); "$$python" scripts/write_environment_yml.py
 
 ## cohort: regenerate the bundled simulated cohort from its configuration and documented seed

@@ -56,13 +56,12 @@ def run_fit(
 ) -> FitResult:
     """Fit, gate, and write every output; returns the gated fit (``passed`` False: exit 3)."""
     spec = MODELS[request.model_name]
-    build = partial(spec.build, cohort, request.prior_set)
+    model = spec.build(cohort, request.prior_set)  # ValueError here: the cohort does not fit
     say(f"fitting {spec.name} ({spec.description}) with {request.settings.sampler}")
-    result = fit_gated(build, request.settings, request.thresholds, seed=request.seed)
+    result = fit_gated(lambda: model, request.settings, request.thresholds, seed=request.seed)
     write_csv(result.report.table, out_dir / "diagnostics.csv")
     if not result.passed:
         return result
-    model = build()
     idata = result.idata
     idata.attrs.update(
         model=spec.name,
@@ -75,15 +74,40 @@ def run_fit(
     say("writing estimands, identification, sensitivity and predictive checks")
     estimands = estimand_table(idata["posterior"].to_dataset(), cohort.spec)
     names = global_variables(model)
+    identification = identification_table(idata, names)
     write_csv(estimands, out_dir / "estimands.csv")
-    write_csv(identification_table(idata, names), out_dir / "identification.csv")
+    write_csv(identification, out_dir / "identification.csv")
     write_csv(power_scaling_table(model, idata, names), out_dir / "power_scaling.csv")
     write_predictive_checks(idata, cohort, out_dir)
     write_netcdf(idata, out_dir / "fit.nc")
     if request.sensitivity and spec.uses_saturation and request.prior_set == "default":
         say(f"refitting under the {ALTERNATIVE_PRIOR} prior for prior sensitivity")
         write_prior_sensitivity(cohort, request, estimands, out_dir)
+    say(headline(estimands, identification))
     return result
+
+
+HEADLINE_ESTIMANDS = ("ratio_fold_change", "differential_reduction", "kappa", "exacerbation_log_or")
+
+
+def headline(estimands: pd.DataFrame, identification: pd.DataFrame) -> str:
+    """Key estimands with 95% intervals, and the parameters only the prior informs."""
+    lines = ["key estimands (posterior mean [95% interval]):"]
+    shown = estimands[estimands["estimand"].isin(HEADLINE_ESTIMANDS)].rename(
+        columns={"q2.5": "low", "q97.5": "high"}
+    )
+    for row in shown.itertuples():
+        label = " ".join(str(x) for x in (row.estimand, row.subset) if isinstance(x, str) and x)
+        lines.append(f"  {label:<32} {row.mean:8.3f} [{row.low:.3f}, {row.high:.3f}]")
+    prior_only = identification.loc[identification["informed_by"] == "prior", "parameter"]
+    partly = identification.loc[identification["informed_by"] == "data and prior", "parameter"]
+    if len(prior_only):
+        lines.append(
+            "informed by the prior alone (the data barely move it): " + ", ".join(prior_only)
+        )
+    if len(partly):
+        lines.append("informed by data and prior alike: " + ", ".join(partly))
+    return "\n".join(lines)
 
 
 def write_predictive_checks(idata, cohort: Cohort, out_dir: Path) -> None:
