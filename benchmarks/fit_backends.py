@@ -184,10 +184,10 @@ def summarise_fit(idata) -> dict:
     Constant deterministics are dropped first (they have no R-hat or ESS), as the diagnostic gate
     does. A NaN diagnostic of a varying parameter propagates, so the run cannot count as correct.
     """
-    from models.diagnostics import parameter_table
+    from models.diagnostics import is_constant, parameter_table
 
     posterior = idata["posterior"].to_dataset()
-    varying = [name for name in posterior.data_vars if float(posterior[name].std()) > 0]
+    varying = [name for name in posterior.data_vars if not is_constant(posterior[name])]
     table = parameter_table(posterior[varying])
     return {
         "divergences": int(idata["sample_stats"]["diverging"].sum()),

@@ -16,6 +16,7 @@ so :math:`\beta` is the log odds ratio per SD of the latent log ratio. Priors an
 
 from __future__ import annotations
 
+import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
@@ -69,11 +70,18 @@ def build_model(
             exacerbation_priors.intercept_sd,
         )
         log_or = pm.Normal("exacerbation_log_or", 0.0, exacerbation_priors.slope_sd)
+        logit_p = intercept + log_or * z
+        if not observed:
+            pm.Bernoulli("exacerbation", logit_p=logit_p, dims="treated_subject")
+            return model
+        events = observed_exacerbations(cohort)
+        known = np.flatnonzero(~np.isnan(events))  # blank only for held-out patients of a fold
+        model.add_coord("event_subject", np.array(model.coords["treated_subject"])[known])
         pm.Bernoulli(
             "exacerbation",
-            logit_p=intercept + log_or * z,
-            observed=observed_exacerbations(cohort) if observed else None,
-            dims="treated_subject",
+            logit_p=logit_p[known],
+            observed=events[known].astype(int),
+            dims="event_subject",
         )
     return model
 
@@ -94,7 +102,8 @@ def add_standardised_log_ratio(model: pm.Model, cohort: Cohort) -> pt.TensorVari
     return (log_ratio - log_ratio.mean()) / log_ratio.std()
 
 
-def observed_exacerbations(cohort: Cohort):
+def observed_exacerbations(cohort: Cohort) -> np.ndarray:
+    """Exacerbation (0/1, NaN where withheld) of each treated patient, in model order."""
     subjects = cohort.subjects
     treated = subjects[subjects["group"] == TREATED_GROUP]
-    return treated[EXACERBATION_COLUMN].to_numpy(dtype="int64")
+    return treated[EXACERBATION_COLUMN].to_numpy(dtype=float)

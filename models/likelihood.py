@@ -2,7 +2,9 @@
 
 Rows with counts: ``n_cd49d_pos ~ Binomial(n_cells, p)``. Rows with only a percentage:
 ``logit(pct / 100) ~ Normal(logit(p), pct_logit_sd)``; percentages of exactly 0 or 100 are moved
-to ``PCT_CLIP`` from the edge (a logit needs an open interval).
+to ``PCT_CLIP`` from the edge (a logit needs an open interval). Rows with neither (only built in
+code, e.g. the held-out subjects of a cross-validation fold; files must have one) add nothing:
+their subjects' effects are then drawn from the population distribution.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def add_rate_likelihood(cohort: Cohort, rate_subject: pt.TensorVariable, *, obse
     rate = rate_subject[index["row_subject"], index["row_subset"]]
     # When simulating, every row whose gate size is known gets simulated counts.
     has_counts = (rows["has_counts"] if observed else rows["n_cells"].notna()).to_numpy()
+    has_pct = (
+        (rows[PCT_COLUMN].notna() & ~rows["has_counts"]).to_numpy()
+        if observed
+        else (np.zeros(len(rows), dtype=bool))
+    )
     labels = np.array([f"{r.subject_id}:{r.subset}" for r in rows.itertuples()])
     model = pm.modelcontext(None)
     if has_counts.any():
@@ -49,8 +56,8 @@ def add_rate_likelihood(cohort: Cohort, rate_subject: pt.TensorVariable, *, obse
         )
         counts = rows["n_cd49d_pos"].to_numpy()[count_rows].astype("int64") if observed else None
         pm.Binomial("n_cd49d_pos", n=n_cells, p=rate[count_rows], observed=counts, dims="count_row")
-    if not has_counts.all():
-        pct_rows = np.flatnonzero(~has_counts)
+    if has_pct.any():
+        pct_rows = np.flatnonzero(has_pct)
         model.add_coord("pct_row", labels[pct_rows])
         pct = np.clip(rows[PCT_COLUMN].to_numpy()[pct_rows], PCT_CLIP, 100 - PCT_CLIP)
         sd = pm.HalfNormal("pct_logit_sd", PCT_LOGIT_SD_PRIOR)

@@ -33,21 +33,22 @@ def design(n_per_group: int, n_cells: int = 20_000) -> Cohort:
 
 def test_model_has_named_dims():
     model = exacerbation.build_model(design(3), observed=False)
-    assert model.named_vars_to_dims["location"] == ("group", "subset")
+    assert model.named_vars_to_dims["location_probit"] == ("baseline_group", "subset")
     assert model.named_vars_to_dims["positive_rate_subject"] == ("subject", "subset")
+    assert model.named_vars_to_dims["pct_pos"] == ("group", "subset")
     assert model.named_vars_to_dims["saturation"] == ("treated_subject",)
     assert len(model.coords["treated_subject"]) == 3 and len(model.coords["subject"]) == 6
 
 
 def test_fixed_parameters_are_recovered_from_simulated_counts():
-    """With no subject spread, pooled positive rates equal Phi(mu / sigma) within binomial SE."""
+    """With no subject spread, pooled positive rates equal Phi(a + log(1 - kappa rho) / sigma)
+    within binomial SE, and pct_pos equals the same closed form."""
     cohort = design(40)
     model = saturation.build_model(cohort, observed=False)
-    location = np.tile([1.2, 0.8, -1.7], (4, 1))
-    sigma = np.array([1.5, 1.5, 1.5])
-    occupancy, kappa = 0.9, 0.7
+    location = np.tile([0.8, 0.5, -1.2], (3, 1))
+    sigma, occupancy, kappa = 1.5, 0.9, 0.7
     fixed = {
-        "location": location,
+        "location_probit": location,
         "sigma": sigma,
         "tau_subject": 0.0,
         "tau_subject_subset": 0.0,
@@ -58,11 +59,21 @@ def test_fixed_parameters_are_recovered_from_simulated_counts():
     rows = cohort.rows.assign(n_pos=counts)
     pooled = rows.groupby(["group", "subset"], observed=True)["n_pos"].sum() / (40 * 20_000)
     for k, subset in enumerate(SUBSETS):
-        naive = stats.norm.cdf(location[0, k] / sigma[k])
-        treated = stats.norm.cdf((location[0, k] + np.log(1 - kappa * occupancy)) / sigma[k])
+        naive = stats.norm.cdf(location[1, k])
+        treated = stats.norm.cdf(location[1, k] + np.log(1 - kappa * occupancy) / sigma)
         for group, truth in (("MS_naive", naive), ("MS_NTZ", treated)):
             se = np.sqrt(truth * (1 - truth) / (40 * 20_000))
             assert abs(pooled[(group, subset)] - truth) < 4 * se
+
+
+def test_population_rate_averages_over_subject_effects():
+    """pct_pos of an untreated group is Phi(a / sqrt(1 + tau_b^2 + tau_c^2)) (probit-normal)."""
+    model = saturation.build_model(design(2), observed=False)
+    location = np.tile([0.8, 0.5, -1.2], (3, 1))
+    fixed = {"location_probit": location, "tau_subject": 0.4, "tau_subject_subset": 0.3}
+    pct = draw_with_fixed(model, fixed, ["pct_pos"], draws=1, seed=1)["pct_pos"][0]
+    expected = stats.norm.cdf(location[1] / np.sqrt(1 + 0.4**2 + 0.3**2))
+    np.testing.assert_allclose(pct[1], expected, rtol=1e-6)  # invprobit is accurate to ~1e-8
 
 
 def test_exacerbation_frequency_matches_fixed_intercept():
