@@ -87,7 +87,13 @@ def run_fit(
     return result
 
 
-HEADLINE_ESTIMANDS = ("ratio_fold_change", "differential_reduction", "kappa", "exacerbation_log_or")
+HEADLINE_ESTIMANDS = (
+    "ratio_fold_change",
+    "differential_reduction",
+    "kappa",
+    "kappa_difference",
+    "exacerbation_log_or",
+)
 
 
 def headline(estimands: pd.DataFrame, identification: pd.DataFrame) -> str:

@@ -8,6 +8,9 @@
   when the reference (Treg) loses relatively more CD49d+ cells.
 - ``saturation_mean`` and ``saturation`` (per patient): receptor occupancy (saturation models).
 - ``kappa`` (shared or per subset): detectable CD49d lost per unit occupancy (saturation models).
+- ``kappa_difference`` (effector subset; per-subset-kappa model): kappa[reference] -
+  kappa[subset]. An interval around 0 means the data are consistent with natalizumab acting alike
+  on every subset, Tregs losing more CD49d+ cells only because they sit nearer the gate.
 - ``exacerbation_log_or``: log odds ratio of exacerbation per SD of the latent log CD49d ratio.
 """
 
@@ -56,6 +59,9 @@ def estimand_draws(posterior: xr.Dataset, spec: CohortSpec) -> dict[str, xr.Data
     for name in ("saturation_mean", "saturation", "kappa", "exacerbation_log_or"):
         if name in posterior:
             draws[name] = posterior[name]
+    if "kappa" in posterior and "subset" in posterior["kappa"].dims:
+        kappa = posterior["kappa"]
+        draws["kappa_difference"] = kappa.sel(subset=reference) - kappa.sel(subset=effectors)
     return draws
 
 
