@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from models.data import Cohort, CohortFileError, load_cohort
+from models.names import MODEL_NAMES, PRIOR_SETS, SAMPLERS
 from models.schema import DEFAULT_REFERENCE_SUBSET, DEFAULT_SUBSETS, CohortSpec
 
 EXIT_BAD_INPUT = 2
@@ -213,7 +214,7 @@ def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Pat
     "--model",
     "model_name",
     required=True,
-    type=click.Choice(["positive_rate", "saturation", "saturation_per_subset", "exacerbation"]),
+    type=click.Choice(MODEL_NAMES),
     help="Which model to fit (README.md, 'Models').",
 )
 @click.option(
@@ -227,14 +228,14 @@ def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Pat
     "--prior-set",
     default="default",
     show_default=True,
-    type=click.Choice(["default", "uniform_saturation"]),
+    type=click.Choice(PRIOR_SETS),
     help="Named prior set (models/priors.py).",
 )
 @click.option(
     "--sampler",
     default="nutpie",
     show_default=True,
-    type=click.Choice(["nutpie", "pymc", "numpyro"]),
+    type=click.Choice(SAMPLERS),
     help="NUTS implementation.",
 )
 @click.option("--draws", default=1000, show_default=True, type=click.IntRange(min=10))
@@ -363,7 +364,7 @@ def compare(fits: tuple[Path, ...], out: Path) -> None:
     "model_names",
     multiple=True,
     required=True,
-    type=click.Choice(["positive_rate", "saturation", "saturation_per_subset", "exacerbation"]),
+    type=click.Choice(MODEL_NAMES),
     help="A model to score; give two or more to compare them.",
 )
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2))

@@ -12,7 +12,6 @@ log-likelihood (``pm.stats.compute_log_likelihood``) at the fold's posterior dra
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,13 +25,6 @@ from models.registry import MODELS
 from models.schema import EXACERBATION_COLUMN, PCT_COLUMN
 
 OUTCOME_COLUMNS = ("n_cd49d_pos", "n_cells", PCT_COLUMN)
-
-
-@dataclass(frozen=True)
-class FoldResult:
-    """Per held-out subject: elpd (NaN if the fold's fit failed the gate) and the fold's status."""
-
-    table: pd.DataFrame
 
 
 def subject_folds(cohort: Cohort, k: int, seed: int) -> list[list[str]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -177,7 +177,3 @@ def write_netcdf(idata, path: Path) -> None:
         temporary.replace(path)
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def settings_with(settings: SamplerSettings, **changes) -> SamplerSettings:
-    return replace(settings, **{k: v for k, v in changes.items() if v is not None})

@@ -11,8 +11,7 @@ import pymc as pm
 import xarray as xr
 
 from models.diagnostics import DiagnosticReport, Thresholds, check
-
-SAMPLERS = ("nutpie", "pymc", "numpyro")
+from models.names import SAMPLERS
 
 
 @dataclass(frozen=True)

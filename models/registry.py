@@ -9,9 +9,8 @@ import pymc as pm
 
 from models import exacerbation, positive_rate, saturation
 from models.data import Cohort
+from models.names import PRIOR_SETS
 from models.priors import SaturationPriors
-
-PRIOR_SETS = ("default", "uniform_saturation")
 
 
 @dataclass(frozen=True)

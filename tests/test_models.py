@@ -96,3 +96,11 @@ def test_unknown_fixed_name_is_refused():
     model = saturation.build_model(design(2), observed=False)
     with pytest.raises(KeyError, match="not variables of the model: gamma"):
         draw_with_fixed(model, {"gamma": 1.0}, ["n_cd49d_pos"], draws=1, seed=1)
+
+
+def test_command_line_names_match_the_registry_and_samplers():
+    from models import fit, names, registry
+
+    assert tuple(registry.MODELS) == names.MODEL_NAMES
+    assert registry.PRIOR_SETS == names.PRIOR_SETS
+    assert fit.SAMPLERS == names.SAMPLERS

@@ -1,0 +1,13 @@
+"""Names the command line offers, kept free of heavy imports so that `cd49d --help` is fast.
+
+``models.registry`` and ``models.fit`` check that they define exactly these.
+"""
+
+MODEL_NAMES: tuple[str, ...] = (
+    "positive_rate",
+    "saturation",
+    "saturation_per_subset",
+    "exacerbation",
+)
+PRIOR_SETS: tuple[str, ...] = ("default", "uniform_saturation")
+SAMPLERS: tuple[str, ...] = ("nutpie", "pymc", "numpyro")
