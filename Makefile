@@ -35,7 +35,8 @@ FITS := positive_rate saturation saturation_per_subset exacerbation
 FIT_FILES := $(foreach m,$(FITS),$(RESULTS)/fits/$(m)/fit.nc)
 
 ## reproduce: validate the bundled cohort, the frequentist analysis, every model fit and the LOO comparison
-reproduce: $(RESULTS)/frequentist/frequentist.csv $(FIT_FILES) $(RESULTS)/fits/loo_kappa.csv
+reproduce: $(RESULTS)/frequentist/frequentist.csv $(FIT_FILES) $(RESULTS)/fits/loo_kappa.csv \
+	$(RESULTS)/crossval/kfold_compare.csv
 	@echo "Results written under $(RESULTS)/ (see README.md, 'Outputs')."
 
 $(RESULTS)/frequentist/frequentist.csv: $(COHORT) | $(STAMP)
@@ -47,6 +48,10 @@ $(RESULTS)/fits/%/fit.nc: $(COHORT) | $(STAMP)
 
 $(RESULTS)/fits/loo_kappa.csv: $(RESULTS)/fits/saturation/fit.nc $(RESULTS)/fits/saturation_per_subset/fit.nc
 	$(BIN)/cd49d compare $^ --out $@
+
+$(RESULTS)/crossval/kfold_compare.csv: $(COHORT) | $(STAMP)
+	$(BIN)/cd49d crossval $(COHORT) --model saturation --model saturation_per_subset --folds 5 \
+		--out $(RESULTS)/crossval
 
 ## test: the whole test suite
 test: $(STAMP)

@@ -396,7 +396,7 @@ def crossval(
     subsets: str,
     reference_subset: str,
 ) -> None:
-    """Compare models by K-fold cross-validation by subject (elpd of new patients' counts).
+    """Compare models by K-fold cross-validation by subject: how well each predicts new patients.
 
     Every fold is refitted behind the diagnostics gate; a fold that fails is recorded
     (status not_converged) and its subjects are left out of the comparison, with the count
@@ -434,10 +434,14 @@ def crossval(
     for table, name in ((per_subject, "kfold_subjects.csv"), (summary, "kfold_compare.csv")):
         write_atomically(table.to_csv(index=False, lineterminator="\n"), out_dir / name)
     click.echo(summary.to_string(index=False))
+    click.echo(
+        "criterion: crps (summed over held-out subjects and subsets, percentage points; "
+        "lower is better); elpd is shown with the effective draws behind it"
+    )
     if (summary["median_effective_draws"] < RELIABLE_DRAWS).any():
         click.echo(
             f"WARNING: the held-out elpd of a median subject rests on fewer than "
-            f"{RELIABLE_DRAWS} effective posterior draws: these estimates are noisy and "
-            "biased low; do not base a model choice on them.",
+            f"{RELIABLE_DRAWS} effective posterior draws: it is noisy and biased low; "
+            "compare the models by crps.",
             err=True,
         )

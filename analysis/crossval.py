@@ -5,8 +5,18 @@ thousands of events, so leaving it out removes nearly all the information on tha
 Pareto k diagnostics exceed 0.7 for most rows. Leaving out whole subjects asks the question that
 matters (how well does the model predict a new patient's CD49d counts?) and needs no importance
 sampling: each fold is refitted without its subjects' outcomes (their effects then come from the
-population distribution), and the held-out rows are scored with the full model's own
-log-likelihood (``pm.stats.compute_log_likelihood``) at the fold's posterior draws.
+population distribution), and the held-out rows are scored with the full model's own graph at
+the fold's posterior draws.
+
+Two scores per held-out subject:
+
+- ``crps`` (the criterion): the continuous ranked probability score of each held-out positive
+  rate (percentage points), from the full model's posterior predictive counts, summed over the
+  subject's subsets. Proper, and estimated precisely from the predictive draws.
+- ``elpd``: log mean over draws of the joint predictive density of the subject's counts
+  (``pm.stats.compute_log_likelihood``). With thousands of events per gate the density is so
+  peaked that a few draws carry the mean; ``effective_draws`` reports how many, and with few
+  the elpd is noisy and biased low: a diagnostic, not the criterion.
 """
 
 from __future__ import annotations
@@ -77,6 +87,48 @@ def held_out_elpd(full_model: pm.Model, idata, cohort: Cohort, subjects: list[st
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def crps_from_draws(draws: np.ndarray, observed: float) -> float:
+    """Continuous ranked probability score of a predictive sample (lower is better).
+
+    CRPS = E|X - y| - E|X - X'| / 2, with E|X - X'| from the sorted sample in O(S log S).
+    """
+    x = np.sort(np.asarray(draws, dtype=float))
+    s = x.size
+    spread = 2.0 * np.sum((2 * np.arange(1, s + 1) - s - 1) * x) / s**2
+    return float(np.mean(np.abs(x - observed)) - spread / 2)
+
+
+def held_out_crps(
+    full_model: pm.Model, idata, cohort: Cohort, subjects: list[str], *, seed: int
+) -> pd.Series:
+    """Per held-out subject: summed CRPS (percentage points) of its positive rates, from the full
+    model's posterior predictive counts at the fold's draws (held-out effects from the
+    population)."""
+    with full_model:
+        predictive = pm.sample_posterior_predictive(
+            idata,
+            var_names=["n_cd49d_pos"],
+            extend_inferencedata=False,
+            progressbar=False,
+            random_seed=seed,
+        )
+    counts = predictive["posterior_predictive"]["n_cd49d_pos"].stack(sample=("chain", "draw"))
+    labels = [str(label) for label in counts["count_row"].values]
+    rows = cohort.rows.assign(
+        label=[f"{r.subject_id}:{r.subset}" for r in cohort.rows.itertuples()]
+    )
+    rows = rows.set_index("label")
+    totals = dict.fromkeys(subjects, 0.0)
+    for position, label in enumerate(labels):
+        subject = label.split(":")[0]
+        if subject not in totals:
+            continue
+        n_cells = rows.at[label, "n_cells"]
+        predicted = 100 * counts.values[position] / n_cells
+        totals[subject] += crps_from_draws(predicted, 100 * rows.at[label, "positive_rate"])
+    return pd.Series(totals, name="crps")
+
+
 def kfold_by_subject(
     cohort: Cohort,
     model_name: str,
@@ -111,8 +163,13 @@ def kfold_by_subject(
         )
         if result.passed:
             scores = held_out_elpd(full_model, result.idata, cohort, subjects)
+            scores["crps"] = held_out_crps(
+                full_model, result.idata, cohort, subjects, seed=seed + 1000 + fold
+            )
         else:
-            scores = pd.DataFrame(np.nan, index=subjects, columns=["elpd", "effective_draws"])
+            scores = pd.DataFrame(
+                np.nan, index=subjects, columns=["elpd", "effective_draws", "crps"]
+            )
         status = "ok" if result.passed else "not_converged"
         rows += [
             {
@@ -120,6 +177,7 @@ def kfold_by_subject(
                 "subject_id": s,
                 "group": groups[s],
                 "fold": fold,
+                "crps": scores.at[s, "crps"],
                 "elpd": scores.at[s, "elpd"],
                 "effective_draws": scores.at[s, "effective_draws"],
                 "status": status,
@@ -131,31 +189,37 @@ def kfold_by_subject(
 
 
 def compare_kfold(per_subject: pd.DataFrame) -> pd.DataFrame:
-    """Summed elpd per model with SE, paired differences to the best model, and how many draws
-    carried the held-out estimates.
+    """Per model: summed CRPS (the criterion; lower is better) and summed elpd, each with its
+    SE and its paired difference to the best model, and the draws behind the elpd.
 
     Only subjects scored under every model enter the sums; ``n_not_converged`` says how many
-    were lost to failed folds.
+    were lost to failed folds. SEs are sqrt(n) x the SD over subjects (Vehtari et al. 2017).
     """
-    wide = per_subject.pivot(index="subject_id", columns="model", values="elpd")
+    crps = per_subject.pivot(index="subject_id", columns="model", values="crps")
+    elpd = per_subject.pivot(index="subject_id", columns="model", values="elpd")
     draws_behind = per_subject.pivot(index="subject_id", columns="model", values="effective_draws")
-    scored = wide.dropna()
-    totals = scored.sum()
-    best = totals.idxmax()
+    scored = crps.dropna().index
+    n = len(scored)
+    best_crps = crps.loc[scored].sum().idxmin()
+    best_elpd = elpd.loc[scored].sum().idxmax()
     rows = []
-    for model in wide.columns:
-        diff = scored[model] - scored[best]
+    for model in crps.columns:
+        crps_diff = crps.loc[scored, model] - crps.loc[scored, best_crps]
+        elpd_diff = elpd.loc[scored, model] - elpd.loc[scored, best_elpd]
         rows.append(
             {
                 "model": model,
-                "elpd_kfold": totals[model],
-                "se": float(np.sqrt(len(scored)) * scored[model].std(ddof=1)),
-                "elpd_diff": float(diff.sum()),
-                "se_diff": float(np.sqrt(len(scored)) * diff.std(ddof=1)),
-                "n_subjects": len(scored),
-                "n_not_converged": int(wide[model].isna().sum()),
-                "median_effective_draws": float(draws_behind[model].median()),
-                "min_effective_draws": float(draws_behind[model].min()),
+                "crps": float(crps.loc[scored, model].sum()),
+                "crps_se": float(np.sqrt(n) * crps.loc[scored, model].std(ddof=1)),
+                "crps_diff": float(crps_diff.sum()),
+                "crps_diff_se": float(np.sqrt(n) * crps_diff.std(ddof=1)),
+                "elpd": float(elpd.loc[scored, model].sum()),
+                "elpd_se": float(np.sqrt(n) * elpd.loc[scored, model].std(ddof=1)),
+                "elpd_diff": float(elpd_diff.sum()),
+                "elpd_diff_se": float(np.sqrt(n) * elpd_diff.std(ddof=1)),
+                "median_effective_draws": float(draws_behind.loc[scored, model].median()),
+                "n_subjects": n,
+                "n_not_converged": int(crps[model].isna().sum()),
             }
         )
-    return pd.DataFrame(rows).sort_values("elpd_kfold", ascending=False, ignore_index=True)
+    return pd.DataFrame(rows).sort_values("crps", ignore_index=True)

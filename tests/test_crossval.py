@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.crossval import compare_kfold, subject_folds, without_outcomes
+from analysis.crossval import compare_kfold, crps_from_draws, subject_folds, without_outcomes
 from models.data import load_cohort
 from models.registry import MODELS
 from tests.conftest import BUNDLED_COHORT
@@ -48,15 +48,44 @@ def test_comparison_sums_and_pairs_subjects():
         {
             "model": ["a"] * 3 + ["b"] * 3,
             "subject_id": ["s1", "s2", "s3"] * 2,
+            "crps": [1.0, 2.0, 3.0, 1.5, np.nan, 2.0],
             "elpd": [-1.0, -2.0, -3.0, -1.5, np.nan, -2.0],
             "effective_draws": [10.0, 20, 30, 5, np.nan, 7],
         }
     )
     summary = compare_kfold(per_subject).set_index("model")
-    assert summary.loc["a", "elpd_kfold"] == pytest.approx(-4.0)  # s1 + s3: s2 failed under b
-    assert summary.loc["b", "elpd_kfold"] == pytest.approx(-3.5)
+    assert list(compare_kfold(per_subject)["model"]) == ["b", "a"]  # lower crps first
+    assert summary.loc["a", "crps"] == pytest.approx(4.0)  # s1 + s3: s2 failed under b
+    assert summary.loc["b", "crps"] == pytest.approx(3.5)
+    assert summary.loc["a", "crps_diff"] == pytest.approx(0.5)
+    # per subject a - b: s1 -0.5, s3 +1.0
+    assert summary.loc["a", "crps_diff_se"] == pytest.approx(
+        np.sqrt(2) * np.std([-0.5, 1.0], ddof=1)
+    )
     assert summary.loc["a", "elpd_diff"] == pytest.approx(-0.5)
-    # per subject a - b: s1 +0.5, s3 -1.0
-    assert summary.loc["a", "se_diff"] == pytest.approx(np.sqrt(2) * np.std([0.5, -1.0], ddof=1))
     assert summary.loc["b", "n_not_converged"] == 1
-    assert summary.loc["a", "min_effective_draws"] == 10.0
+    assert summary.loc["a", "median_effective_draws"] == 20.0  # s1 and s3: 10 and 30
+
+
+def test_crps_matches_brute_force_and_the_normal_closed_form():
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=400)
+    brute = np.mean(np.abs(draws - 0.3)) - 0.5 * np.mean(np.abs(draws[:, None] - draws[None, :]))
+    assert crps_from_draws(draws, 0.3) == pytest.approx(brute, rel=1e-12)
+    large = rng.normal(size=200_000)
+    closed_form = (np.sqrt(2) - 1) / np.sqrt(np.pi)  # CRPS of N(0, 1) at its mean
+    assert crps_from_draws(large, 0.0) == pytest.approx(closed_form, abs=0.005)
+
+
+@pytest.mark.slow
+def test_crossval_command_scores_every_subject(run_cli, tmp_path):
+    result = run_cli(
+        "crossval", BUNDLED_COHORT, "--model", "positive_rate", "--folds", "2", "--out", tmp_path
+    )
+    assert result.exit_code == 0, result.output
+    subjects = pd.read_csv(tmp_path / "kfold_subjects.csv")
+    assert len(subjects) == 50 and (subjects["status"] == "ok").all()
+    assert (subjects["crps"] > 0).all() and subjects["elpd"].lt(0).all()
+    summary = pd.read_csv(tmp_path / "kfold_compare.csv")
+    assert summary["crps"].iloc[0] == pytest.approx(subjects["crps"].sum())
+    assert "compare the models by crps" in result.stderr  # the elpd reliability warning
