@@ -72,6 +72,23 @@ def subset_options(command):
     )(command)
 
 
+def sampling_options(command):
+    """Draws, tuning steps and the root seed, shared by every command that samples."""
+    command = click.option(
+        "--seed",
+        default=2016,
+        show_default=True,
+        type=int,
+        help="Root seed: every sampler, retry, fold and predictive seed derives from it.",
+    )(command)
+    command = click.option("--tune", default=1000, show_default=True, type=click.IntRange(min=10))(
+        command
+    )
+    return click.option("--draws", default=1000, show_default=True, type=click.IntRange(min=10))(
+        command
+    )
+
+
 def provenance(inputs: dict[str, Path], command: str) -> dict:
     """What produced an output: command, input checksums and package versions."""
     versions = {}
@@ -238,16 +255,8 @@ def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Pat
     type=click.Choice(SAMPLERS),
     help="NUTS implementation.",
 )
-@click.option("--draws", default=1000, show_default=True, type=click.IntRange(min=10))
-@click.option("--tune", default=1000, show_default=True, type=click.IntRange(min=10))
+@sampling_options
 @click.option("--chains", default=4, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--seed",
-    default=2016,
-    show_default=True,
-    type=int,
-    help="Root seed: sampler, retry and predictive seeds all derive from it.",
-)
 @click.option("--rhat-max", default=1.01, show_default=True, type=float)
 @click.option(
     "--min-ess", default=400.0, show_default=True, type=float, help="Minimum bulk and tail ESS."
@@ -375,15 +384,7 @@ def compare(fits: tuple[Path, ...], out: Path) -> None:
     type=click.Path(path_type=Path),
     help="Folder for kfold_subjects.csv and kfold_compare.csv.",
 )
-@click.option(
-    "--seed",
-    default=2016,
-    show_default=True,
-    type=int,
-    help="Root seed: fold assignment and every fold's sampler seed derive from it.",
-)
-@click.option("--draws", default=1000, show_default=True, type=click.IntRange(min=10))
-@click.option("--tune", default=1000, show_default=True, type=click.IntRange(min=10))
+@sampling_options
 @subset_options
 def crossval(
     file: Path,
