@@ -44,6 +44,20 @@ class Cohort:
         table = self.rows.groupby("subject_id", sort=False, observed=True)[columns].first()
         return table.reset_index()
 
+    def patient_index(self) -> tuple[str, list[str], np.ndarray]:
+        """The dim that carries subject effects, its labels, and each subject's index into it.
+
+        Samples that share a ``patient_id`` (e.g. before and under natalizumab, the paired
+        design) share one patient's effects; a subject without one is its own patient. A cohort
+        with no ``patient_id`` column keeps the dim ``subject``.
+        """
+        subjects = self.subjects
+        if "patient_id" not in subjects.columns:
+            return "subject", subjects["subject_id"].astype(str).tolist(), np.arange(len(subjects))
+        patients = subjects["patient_id"].fillna(subjects["subject_id"]).astype(str)
+        labels = list(dict.fromkeys(patients))
+        return "patient", labels, patients.map({p: i for i, p in enumerate(labels)}).to_numpy()
+
     def rates_wide(self) -> pd.DataFrame:
         """Positive rates (fractions) per subject, one column per subset; missing as NaN."""
         wide = self.rows.pivot(index="subject_id", columns="subset", values="positive_rate")

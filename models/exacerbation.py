@@ -80,7 +80,9 @@ def build_model(
         pm.Bernoulli(
             "exacerbation",
             logit_p=logit_p[known],
-            observed=events[known].astype(int),
+            observed=pm.Data(
+                "observed_exacerbation", events[known].astype("int64"), dims="event_subject"
+            ),
             dims="event_subject",
         )
     return model

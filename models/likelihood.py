@@ -54,7 +54,13 @@ def add_rate_likelihood(cohort: Cohort, rate_subject: pt.TensorVariable, *, obse
         n_cells = pm.Data(
             "n_cells", rows["n_cells"].to_numpy()[count_rows].astype("int64"), dims="count_row"
         )
-        counts = rows["n_cd49d_pos"].to_numpy()[count_rows].astype("int64") if observed else None
+        counts = None
+        if observed:  # data, not a constant: a compiled model can be refitted to new counts
+            counts = pm.Data(
+                "observed_n_cd49d_pos",
+                rows["n_cd49d_pos"].to_numpy()[count_rows].astype("int64"),
+                dims="count_row",
+            )
         pm.Binomial("n_cd49d_pos", n=n_cells, p=rate[count_rows], observed=counts, dims="count_row")
     if has_pct.any():
         pct_rows = np.flatnonzero(has_pct)

@@ -26,6 +26,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from models.data import Cohort
+from models.effects import add_subject_effects
 from models.likelihood import add_rate_likelihood
 
 #: Gauss-Hermite nodes for averaging over subject effects.
@@ -66,8 +67,7 @@ def build_model(
         cell_mean = pm.Normal("cell_mean_logit", 0.0, priors.cell_mean_sd, dims=("group", "subset"))
         tau_subject = pm.HalfNormal("tau_subject", priors.tau_sd)
         tau_subject_subset = pm.HalfNormal("tau_subject_subset", priors.tau_sd)
-        subject_z = pm.Normal("subject_z", 0.0, 1.0, dims="subject")
-        subject_subset_z = pm.Normal("subject_subset_z", 0.0, 1.0, dims=("subject", "subset"))
+        subject_z, subject_subset_z = add_subject_effects(model, cohort)
         eta = (
             cell_mean[index["subject_group"]]
             + tau_subject * subject_z[:, None]

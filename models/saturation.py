@@ -46,6 +46,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from models.data import Cohort
+from models.effects import add_subject_effects
 from models.likelihood import add_rate_likelihood
 from models.priors import SATURATION_FLOOR, SATURATION_SPAN, SaturationPriors
 from models.schema import GROUPS, NAIVE_GROUP, TREATED_GROUP
@@ -121,8 +122,7 @@ def add_latent_expression(
     sigma = pm.LogNormal("sigma", np.log(priors.sigma_log_median), priors.sigma_log_sd)
     tau_subject = pm.HalfNormal("tau_subject", priors.tau_subject_sd)
     tau_subject_subset = pm.HalfNormal("tau_subject_subset", priors.tau_subject_subset_sd)
-    subject_z = pm.Normal("subject_z", 0.0, 1.0, dims="subject")
-    subject_subset_z = pm.Normal("subject_subset_z", 0.0, 1.0, dims=("subject", "subset"))
+    subject_z, subject_subset_z = add_subject_effects(model, cohort)
     saturation, occupancy_density = add_saturation(priors)
     kappa_value = add_kappa(priors, kappa)
 

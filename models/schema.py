@@ -19,6 +19,7 @@ PCT_COLUMN = "pct_cd49d_pos"
 EXACERBATION_COLUMN = "exacerbation"
 REQUIRED_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *COUNT_COLUMNS, PCT_COLUMN, EXACERBATION_COLUMN)
 OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "patient_id",
     "age",
     "sex",
     "months_on_ntz",
@@ -36,6 +37,7 @@ NUMERIC_COLUMNS: tuple[str, ...] = (
 )
 SUBJECT_LEVEL_COLUMNS: tuple[str, ...] = (
     "group",
+    "patient_id",
     EXACERBATION_COLUMN,
     "age",
     "sex",

@@ -10,8 +10,8 @@ from models.schema import CohortSpec
 from tests.conftest import BAD_FILES, BUNDLED_COHORT, GOOD_MINIMAL
 
 ALLOWED = (
-    "subject_id, group, subset, n_cells, n_cd49d_pos, pct_cd49d_pos, exacerbation, age, "
-    "sex, months_on_ntz, days_since_infusion, saturation_measured"
+    "subject_id, group, subset, n_cells, n_cd49d_pos, pct_cd49d_pos, exacerbation, patient_id, "
+    "age, sex, months_on_ntz, days_since_infusion, saturation_measured"
 )
 EXPECTED = {
     "empty.csv": [": file is empty"],
