@@ -35,8 +35,11 @@ FITS := positive_rate saturation saturation_per_subset exacerbation
 FIT_FILES := $(foreach m,$(FITS),$(RESULTS)/fits/$(m)/fit.nc)
 
 ## reproduce: validate the bundled cohort, the frequentist analysis, every model fit and the LOO comparison
+PLANS := cross_sectional paired prognostic
+POWER_FILES := $(foreach p,$(PLANS),$(RESULTS)/power/$(p)/power.csv)
+
 reproduce: $(RESULTS)/frequentist/frequentist.csv $(FIT_FILES) $(RESULTS)/fits/loo_kappa.csv \
-	$(RESULTS)/crossval/kfold_compare.csv
+	$(RESULTS)/crossval/kfold_compare.csv $(POWER_FILES)
 	@echo "Results written under $(RESULTS)/ (see README.md, 'Outputs')."
 
 $(RESULTS)/frequentist/frequentist.csv: $(COHORT) | $(STAMP)
@@ -52,6 +55,16 @@ $(RESULTS)/fits/loo_kappa.csv: $(RESULTS)/fits/saturation/fit.nc $(RESULTS)/fits
 $(RESULTS)/crossval/kfold_compare.csv: $(COHORT) | $(STAMP)
 	$(BIN)/cd49d crossval $(COHORT) --model saturation --model saturation_per_subset --folds 5 \
 		--out $(RESULTS)/crossval
+
+# The default power plans at a reduced size (100 replicates per cell, 2 Bayesian refits per cell;
+# the prognostic plan's joint-model refits are left to the full run, see README "Planning a study").
+BAYES_REFITS_cross_sectional := 2
+BAYES_REFITS_paired := 2
+BAYES_REFITS_prognostic := 0
+
+$(RESULTS)/power/%/power.csv: simulations/plans/%.toml | $(STAMP)
+	$(BIN)/cd49d power $< --out $(RESULTS)/power/$* --workers 2 --replicates 100 \
+		--bayes-replicates $(BAYES_REFITS_$*) --no-progress
 
 ## test: the whole test suite
 test: $(STAMP)

@@ -1,0 +1,148 @@
+"""Analyse, Bayesian: refit the plan's analysis model to each simulated trial, gated.
+
+The analysis model (``analysis.bayesian.model``; default ``positive_rate`` for the rate
+endpoints, ``exacerbation`` for the prognostic one) and its prior set are the plan's, separate
+from the design prior that generated the data. The model is built and compiled by nutpie once
+per cell and process (``models.fit.RefitSampler``); each trial only swaps the data
+(``n_cells``, ``observed_n_cd49d_pos``, ``observed_exacerbation``) and samples.
+
+``analyse_batch`` takes a batch of trials, the unit a batched backend (one vectorised fitting
+call for many replicates) will replace.
+
+Decision rules on the endpoint ``theta`` (log ratio fold change, differential reduction, or
+exacerbation log odds ratio), one result row each:
+
+- ``bayes_direction``: ``P(theta > 0) >= direction_threshold`` (default 0.975; its nominal
+  one-sided level ``1 - threshold`` is reported for the null run);
+- ``bayes_rope``: ``P(theta > rope_half_width) >= rope_probability``: the effect lies beyond the
+  region of practical equivalence ``[-w, w]``, in the hypothesised direction;
+- ``bayes_precision``: the 95% equal-tailed interval is narrower than ``precision_width``.
+
+A fit that fails the diagnostics gate (after the retry at a higher target acceptance) gives rows
+with ``status = "not_converged"`` and the failing diagnostics as the message; an exception gives
+``status = "error"``. Neither is dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from models.data import Cohort
+from models.diagnostics import Thresholds
+from models.estimands import estimand_draws
+from models.fit import RefitSampler, SamplerSettings
+from models.registry import MODELS
+from simulations.analyses import endpoint_subset, result_row
+from simulations.plan import Bayesian, Plan
+from simulations.trials import cohort_config
+
+INTERVAL_PROB = 0.95
+
+
+def endpoint_draws(posterior, spec, endpoint: str) -> np.ndarray:
+    """Posterior draws of an endpoint on its test scale (log for ratio fold changes)."""
+    draws = estimand_draws(posterior, spec)
+    if endpoint == "exacerbation_log_or":
+        values = draws["exacerbation_log_or"]
+    elif endpoint.startswith("ratio_fold_change_"):
+        values = np.log(draws["ratio_fold_change"].sel(subset=endpoint_subset(endpoint)))
+    else:
+        values = draws["differential_reduction"].sel(subset=endpoint_subset(endpoint))
+    return np.asarray(values).ravel()
+
+
+def decision_rows(draws: np.ndarray, endpoint: str, rules: Bayesian) -> list[dict]:
+    """One row per decision rule from an endpoint's posterior draws."""
+    low, high = np.quantile(draws, [(1 - INTERVAL_PROB) / 2, (1 + INTERVAL_PROB) / 2])
+    estimate = float(np.mean(draws))
+    outcomes = {
+        "direction": (float(np.mean(draws > 0)), 1 - rules.direction_threshold),
+        "rope": (float(np.mean(draws > rules.rope_half_width)), np.nan),
+        "precision": (float(high - low), np.nan),
+    }
+    rows = []
+    for rule in rules.rules:
+        value, nominal = outcomes[rule]
+        success = {
+            "direction": value >= rules.direction_threshold,
+            "rope": value >= rules.rope_probability,
+            "precision": value <= rules.precision_width,
+        }[rule]
+        posterior_prob = value if rule != "precision" else np.nan
+        rows.append(
+            result_row(
+                endpoint,
+                f"bayes_{rule}",
+                nominal,
+                estimate=estimate,
+                posterior_prob=posterior_prob,
+                success=bool(success),
+            )
+        )
+    return rows
+
+
+def failed_rows(endpoints, rules: Bayesian, status: str, error_type: str, message: str):
+    return [
+        result_row(
+            endpoint,
+            f"bayes_{rule}",
+            1 - rules.direction_threshold if rule == "direction" else np.nan,
+            status=status,
+            error_type=error_type,
+            error_message=message[:300],
+        )
+        for endpoint in endpoints
+        for rule in rules.rules
+    ]
+
+
+class BayesianAnalysis:
+    """The plan's analysis model for one cell, compiled once, refitted per trial."""
+
+    def __init__(self, plan: Plan, template: pd.DataFrame) -> None:
+        self.plan = plan
+        self.spec = cohort_config(plan).spec
+        rules = plan.analysis.bayesian
+        cohort = Cohort.from_frame(template, self.spec, source="simulated trial")
+        model = MODELS[plan.bayes_model].build(cohort, rules.priors)
+        self.settings = SamplerSettings(
+            draws=rules.draws,
+            tune=rules.tune,
+            chains=rules.chains,
+            target_accept=rules.target_accept,
+        )
+        self.sampler = RefitSampler(model, self.settings)
+        self.thresholds = Thresholds()
+
+    def data_of(self, dataset: pd.DataFrame) -> dict[str, np.ndarray]:
+        data = {
+            "n_cells": dataset["n_cells"].to_numpy(),
+            "observed_n_cd49d_pos": dataset["n_cd49d_pos"].to_numpy(),
+        }
+        if self.plan.trial.design == "prognostic":
+            treated = dataset.drop_duplicates("subject_id")
+            treated = treated[treated["group"] == "MS_NTZ"]
+            data["observed_exacerbation"] = treated["exacerbation"].to_numpy()
+        return data
+
+    def analyse(self, dataset: pd.DataFrame, seed: int) -> list[dict]:
+        """Rows for every endpoint and rule of one trial."""
+        rules, endpoints = self.plan.analysis.bayesian, self.plan.trial.endpoints
+        try:
+            result = self.sampler.fit(self.data_of(dataset), seed=seed, thresholds=self.thresholds)
+        except Exception as err:
+            return failed_rows(endpoints, rules, "error", type(err).__name__, str(err))
+        if not result.passed:
+            message = "; ".join(result.report.failures)
+            return failed_rows(endpoints, rules, "not_converged", "DiagnosticsGate", message)
+        posterior = result.idata["posterior"].to_dataset()
+        rows = []
+        for endpoint in endpoints:
+            rows += decision_rows(endpoint_draws(posterior, self.spec, endpoint), endpoint, rules)
+        return rows
+
+    def analyse_batch(self, datasets: list[pd.DataFrame], seeds: list[int]) -> list[list[dict]]:
+        """Rows for each trial of a batch (today one refit each, one compilation for all)."""
+        return [self.analyse(dataset, seed) for dataset, seed in zip(datasets, seeds, strict=True)]

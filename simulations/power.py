@@ -1,0 +1,126 @@
+"""A whole power study: run a plan through the engine, then summarise its records.
+
+Outputs under ``--out`` (documented in README.md, "Planning a study"):
+
+- ``records/``, ``manifest.json`` (and ``datasets/``): see ``simulations.store``;
+- ``records.parquet``: every replicate's rows in one file (engine order, sorted);
+- ``power.csv``: power per (design, scenario, endpoint, analysis, n) with MCSE and Wilson
+  interval, among converged analyses and with failures counted as non-successes (``*_all``);
+- ``type_i_error.csv``: the null scenario's rejection rates next to the nominal levels;
+- ``sample_size.csv``: the n reaching 80% and 90% power, with an interval, from a monotone
+  (probit in log n) fit of each power curve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from simulations.cohort import write_atomically
+from simulations.engine import RunContext, run_rounds
+from simulations.plan import Plan
+from simulations.store import Store
+from simulations.summarise import power_table, sample_size_table, type_i_table
+
+
+@dataclass(frozen=True)
+class PowerOutputs:
+    records: pd.DataFrame
+    power: pd.DataFrame
+    type_i: pd.DataFrame
+    sample_size: pd.DataFrame
+
+
+def file_digest(path: Path | str | None) -> str:
+    if path is None:
+        return ""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def manifest(plan: Plan, result_hash: str, design_prior: str | None) -> dict:
+    versions = {name: metadata.version(name) for name in ("pymc", "nutpie", "numpy", "scipy")}
+    versions["statsmodels"] = metadata.version("statsmodels")
+    return {
+        "plan": plan.model_dump(mode="json"),
+        "result_hash": result_hash,
+        "design_prior": design_prior,
+        "design_prior_sha256": file_digest(design_prior),
+        "python": platform.python_version(),
+        "versions": versions,
+        "note": "simulated trials: no number here is a measurement of any study",
+    }
+
+
+def run_plan(
+    plan: Plan,
+    out: Path | str,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    design_prior: Path | str | None = None,
+    save_datasets: bool = False,
+    progress: bool = True,
+) -> PowerOutputs:
+    """Run (or resume) a plan and write its records and summary tables under ``out``.
+
+    Raises
+    ------
+    simulations.store.StoreMismatch
+        If ``out`` holds another plan's results (nothing is run or written).
+    """
+    prior = str(design_prior) if design_prior is not None else None
+    result_hash = plan.result_hash(file_digest(prior))
+    Store(out, result_hash).open(manifest(plan, result_hash, prior))
+    context = RunContext(plan, str(out), result_hash, prior, save_datasets)
+    records = run_rounds(context, workers=workers, scheduler=scheduler, progress=progress)
+    outputs = summarise_records(records)
+    write_outputs(outputs, Path(out))
+    return outputs
+
+
+def summarise_records(records: pd.DataFrame) -> PowerOutputs:
+    power = power_table(records)
+    return PowerOutputs(records, power, type_i_table(power), sample_size_table(power))
+
+
+def write_outputs(outputs: PowerOutputs, out: Path) -> None:
+    outputs.records.to_parquet(out / "records.parquet", index=False)
+    for name, table in (
+        ("power.csv", outputs.power),
+        ("type_i_error.csv", outputs.type_i),
+        ("sample_size.csv", outputs.sample_size),
+    ):
+        write_atomically(table.to_csv(index=False, lineterminator="\n"), out / name)
+
+
+def describe_run(outputs: PowerOutputs) -> list[str]:
+    """A few lines for the end of a run: replicates, failures, type-I check, sample sizes."""
+    records = outputs.records
+    failed = records[records["status"] != "ok"]
+    reasons = failed["status"].value_counts().to_dict()
+    lines = [
+        f"{records['replicate'].groupby(records['cell_id']).nunique().sum()} replicates in "
+        f"{records['cell_id'].nunique()} cells; failed analyses: "
+        f"{len(failed)} of {len(records)} {json.dumps(reasons) if reasons else ''}".rstrip()
+    ]
+    type_i = outputs.type_i.dropna(subset=["nominal_level"])
+    for row in type_i.itertuples():
+        flag = "OUTSIDE 3 MCSE" if pd.notna(row.within_3_mcse) and not row.within_3_mcse else "ok"
+        lines.append(
+            f"type-I error {row.endpoint} {row.analysis} n={row.n}: {row.rejection_rate:.3f} "
+            f"+- {row.mcse:.3f} (nominal {row.nominal_level:.3f}, {flag})"
+        )
+    for row in outputs.sample_size[outputs.sample_size["target_power"] == 0.8].itertuples():
+        what = f"n = {row.n_required:.0f} [{row.n_low:.0f}, {row.n_high:.0f}]"
+        lines.append(
+            f"80% power {row.endpoint} {row.analysis}: "
+            + (what if row.status != "not_estimable" else "not estimable")
+            + (f" ({row.status})" if row.status != "ok" else "")
+        )
+    return lines

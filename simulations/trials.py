@@ -1,0 +1,182 @@
+"""Generate: simulated trials drawn from the package's own joint model (``models.exacerbation``).
+
+A cell of a plan is one design at one ``n`` under one scenario (``alternative``: the plan's
+effect; ``null``: no effect, the type-I-error run). For each cell the model is built once on
+the cell's design, its global parameters are replaced by shared variables (``pm.do``) and the
+forward sampler is compiled once; each replicate then sets the events per gate, the parameters
+(fixed, or one posterior draw of a design-prior fit for assurance) and the sampler's seed.
+
+Designs (``n`` is always the number of natalizumab-treated patients):
+
+- ``cross_sectional``: ``n`` MS_NTZ and ``round(n x allocation)`` MS_naive patients;
+- ``paired``: ``n`` patients, each sampled before natalizumab (group MS_naive) and at trough
+  under it (MS_NTZ), two ``subject_id`` rows linked by ``patient_id``; the within-patient
+  correlation is the model's subject effects, which the two samples share;
+- ``prognostic``: ``n`` MS_NTZ patients followed for the plan's months; the exacerbation
+  intercept is the logit of the probability of an exacerbation during follow-up.
+
+Null scenario: ``kappa = 0`` (natalizumab leaves detectable CD49d unchanged, so every ratio fold
+change is 1 and every differential reduction 0) or ``exacerbation_log_or = 0`` (prognostic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor
+import xarray as xr
+from pymc.pytensorf import compile as compile_function
+from pymc.pytensorf import reseed_rngs
+from pytensor.tensor.random.variable import RandomGeneratorSharedVariable
+from scipy.special import logit
+
+from models import exacerbation
+from models.data import Cohort
+from models.priors import saturation_to_unit
+from simulations.cohort import CohortConfig, design_frame, fixed_parameters, load_config
+from simulations.cohort import outcome_frame as cohort_outcome_frame
+from simulations.plan import Plan
+
+#: Global parameters of the generating model (free variables, model scale).
+GLOBALS = (
+    "location_probit",
+    "sigma",
+    "tau_subject",
+    "tau_subject_subset",
+    "saturation_mean_unit",
+    "saturation_concentration",
+    "kappa",
+    "exacerbation_intercept",
+    "exacerbation_log_or",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One design point of a plan."""
+
+    scenario: str
+    n: int
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.scenario}-n{self.n:04d}"
+
+
+def cohort_config(plan: Plan) -> CohortConfig:
+    """The cohort configuration whose parameters and gate sizes the plan builds on."""
+    return load_config(plan.effect.cohort_config)
+
+
+def design_rows(plan: Plan, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Subjects x subsets of one trial with drawn events per gate, outcomes blank."""
+    config = cohort_config(plan)
+    design = plan.trial.design
+    naive = {"cross_sectional": round(n * plan.trial.allocation), "paired": n, "prognostic": 0}
+    sized = replace(config, group_sizes={"MS_naive": naive[design], "MS_NTZ": n})
+    frame = design_frame(sized, rng)
+    if design == "paired":
+        number = frame["subject_id"].str.extract(r"(\d+)$", expand=False)
+        frame["patient_id"] = "P" + number
+    return frame
+
+
+def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
+    """Fixed generating parameters (model scale) for a cell: the config's, with the plan's
+    effect overrides, the follow-up's exacerbation intercept and the null's zero effect."""
+    config = cohort_config(plan)
+    values = fixed_parameters(config)
+    effect = plan.effect
+    if effect.kappa is not None:
+        values["kappa"] = effect.kappa
+    if effect.saturation_mean is not None:
+        values["saturation_mean_unit"] = saturation_to_unit(effect.saturation_mean)
+    if effect.exacerbation_log_or is not None:
+        values["exacerbation_log_or"] = effect.exacerbation_log_or
+    values["exacerbation_intercept"] = float(logit(plan.trial.event_probability))
+    values = {name: np.asarray(value, dtype=float) for name, value in values.items()}
+    return null_effect(plan, values) if cell.scenario == "null" else values
+
+
+def null_effect(plan: Plan, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    zeroed = "exacerbation_log_or" if plan.trial.design == "prognostic" else "kappa"
+    return {**values, zeroed: np.zeros_like(values[zeroed])}
+
+
+class DesignPrior:
+    """Posterior draws of a fit (``fit.nc``) used as the design prior (assurance).
+
+    Each replicate takes one posterior draw of the global parameters; the exacerbation
+    intercept stays the plan's (it depends on follow-up), and the null scenario still zeroes
+    the effect.
+
+    Raises
+    ------
+    ValueError
+        If the fit lacks a generating parameter (a positive_rate fit, say).
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        posterior = xr.open_datatree(path)["posterior"].to_dataset()
+        wanted = [name for name in GLOBALS if name != "exacerbation_intercept"]
+        needed = [name for name in wanted if name != "exacerbation_log_or"]
+        missing = [name for name in needed if name not in posterior]
+        if missing:
+            raise ValueError(
+                f"{path}: the design prior must be a fit of a latent-expression model "
+                f"(saturation or exacerbation); it lacks {', '.join(missing)}"
+            )
+        stacked = posterior[[n for n in wanted if n in posterior]].stack(sample=("chain", "draw"))
+        self.draws = {name: np.moveaxis(stacked[name].values, -1, 0) for name in stacked.data_vars}
+        self.size = next(iter(self.draws.values())).shape[0]
+
+    def parameters(self, base: dict[str, np.ndarray], rng: np.random.Generator):
+        index = int(rng.integers(self.size))
+        return {**base, **{name: values[index] for name, values in self.draws.items()}}
+
+
+class TrialGenerator:
+    """Draws trials of one cell from one compiled forward sampler."""
+
+    def __init__(self, plan: Plan, cell: Cell, design_prior: DesignPrior | None = None) -> None:
+        self.plan, self.cell, self.design_prior = plan, cell, design_prior
+        self.template = design_rows(plan, cell.n, np.random.default_rng(0))
+        cohort = Cohort.from_frame(self.template, cohort_config(plan).spec, source="design")
+        model = exacerbation.build_model(cohort, observed=False)
+        self.treated = model.coords["treated_subject"]
+        self.base = plan_parameters(plan, cell)
+        self.shared = {name: pytensor.shared(value, name=name) for name, value in self.base.items()}
+        intervened = pm.do(model, self.shared)
+        self.n_cells = intervened["n_cells"]
+        self.function = compile_function(
+            inputs=[],
+            outputs=[intervened["n_cd49d_pos"], intervened["exacerbation"]],
+            random_seed=0,
+        )
+        self.rngs = [
+            v for v in self.function.get_shared() if isinstance(v, RandomGeneratorSharedVariable)
+        ]
+
+    def draw(self, seed: int) -> pd.DataFrame:
+        """One simulated trial in the cohort schema (plus ``patient_id`` when paired)."""
+        rng = np.random.default_rng(seed)
+        design = design_rows(self.plan, self.cell.n, rng)
+        parameters = self.base
+        if self.design_prior is not None:
+            parameters = self.design_prior.parameters(self.base, rng)
+            parameters = (
+                null_effect(self.plan, parameters) if self.cell.scenario == "null" else (parameters)
+            )
+        for name, value in parameters.items():
+            self.shared[name].set_value(np.asarray(value, dtype=float))
+        self.n_cells.set_value(design["n_cells"].to_numpy().astype(self.n_cells.dtype))
+        reseed_rngs(self.rngs, int(rng.integers(2**32)))
+        counts, events = self.function()
+        frame = cohort_outcome_frame(design, self.treated, counts, events)
+        if "patient_id" in design.columns:
+            frame["patient_id"] = design["patient_id"].to_numpy()
+        return frame

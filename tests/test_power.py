@@ -1,0 +1,344 @@
+"""The power engine: plan validation, seeds, the store, resume, workers, Dask, and statistics.
+
+Fast exact tests of the machinery first; then the statistical checks (type-I error on 2000 null
+replicates per design, power rising with n and effect), all frequentist except one end-to-end
+run that includes a Bayesian refit per cell.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+import statsmodels.formula.api as smf
+from scipy import stats
+
+from models.data import load_cohort
+from simulations.engine import comparable
+from simulations.plan import Plan
+from simulations.power import run_plan
+from simulations.seeds import replicate_seeds
+from simulations.store import StoreMismatch
+from tests.conftest import ROOT
+
+CLI = [sys.executable, "-m", "analysis"]
+
+
+def plan_toml(tmp_path: Path, text: str, name: str = "plan.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_plan(design: str, n: list[int], *, initial: int, null: int, **extra) -> Plan:
+    endpoints = {
+        "cross_sectional": ["ratio_fold_change_Th17_Treg"],
+        "paired": ["ratio_fold_change_Th17_Treg", "differential_reduction_Treg_Th17"],
+        "prognostic": ["exacerbation_log_or"],
+    }[design]
+    raw = {
+        "name": f"test-{design}",
+        "root_seed": 7,
+        "trial": {"design": design, "n": n, "endpoints": endpoints, **extra.pop("trial", {})},
+        "replicates": {"initial": initial, "null": null, "per_task": extra.pop("per_task", 10)},
+        "analysis": {"bayesian": {"enabled": False}, **extra.pop("analysis", {})},
+        **extra,
+    }
+    return Plan.model_validate(raw)
+
+
+# --- plan validation ---------------------------------------------------------------------
+
+GOOD = """name = "x"
+root_seed = 1
+[trial]
+design = "cross_sectional"
+n = [8, 16]
+endpoints = ["ratio_fold_change_Th17_Treg"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("[trial]", "[trial]\nallocaton = 2"),
+            "trial.allocaton: unknown key (did you mean 'allocation'?)",
+        ),
+        (("n = [8, 16]", "n = [-8, 16]"), "trial.n.0: Input should be greater than or equal to 4"),
+        (
+            ("[trial]", "[trial]\nallocation = 0"),
+            "trial.allocation: Input should be greater than 0",
+        ),
+        (
+            ('endpoints = ["ratio_fold_change_Th17_Treg"]', 'endpoints = ["ratio_Th17"]'),
+            "trial.endpoints.0: Input should be 'ratio_fold_change_Th17_Treg', "
+            "'ratio_fold_change_Th1_Treg', 'differential_reduction_Treg_Th17', "
+            "'differential_reduction_Treg_Th1' or 'exacerbation_log_or'",
+        ),
+        (
+            ('endpoints = ["ratio_fold_change_Th17_Treg"]', 'endpoints = ["exacerbation_log_or"]'),
+            "trial: endpoint 'exacerbation_log_or' does not apply to the cross_sectional design "
+            "(allowed: ratio_fold_change_Th17_Treg, ratio_fold_change_Th1_Treg, "
+            "differential_reduction_Treg_Th17, differential_reduction_Treg_Th1)",
+        ),
+        (
+            ("root_seed = 1", "root_seed = 1\nreplicates = 5"),
+            "replicates: Input should be a valid dictionary or instance of Replicates",
+        ),
+        (
+            ("n = [8, 16]", "n = [16, 8]"),
+            "trial: n must be strictly increasing without repeats, got [16, 8]",
+        ),
+    ],
+)
+def test_bad_plan_is_refused_in_one_line_before_any_work(run_cli, tmp_path, change, expected):
+    path = plan_toml(tmp_path, GOOD.replace(*change))
+    out = tmp_path / "out"
+    result = run_cli("power", path, "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"{path}: {expected}"]
+    assert not out.exists()
+
+
+def test_shipped_plans_are_valid_and_hash_stably():
+    from simulations.plan import load_plan
+
+    for name in ("cross_sectional", "paired", "prognostic"):
+        plan = load_plan(ROOT / "simulations" / "plans" / f"{name}.toml")
+        assert plan.trial.design == name
+        assert (
+            plan.result_hash()
+            == load_plan(ROOT / "simulations" / "plans" / f"{name}.toml").result_hash()
+        )
+        bigger = plan.model_copy(
+            update={"replicates": plan.replicates.model_copy(update={"initial": 9})}
+        )
+        assert bigger.result_hash() == plan.result_hash()  # counts do not change results
+
+
+def test_replicate_seeds_depend_only_on_plan_cell_and_replicate():
+    a = replicate_seeds(1, "ab" * 32, "null", 8, 3)
+    assert a == replicate_seeds(1, "ab" * 32, "null", 8, 3)
+    others = [
+        replicate_seeds(2, "ab" * 32, "null", 8, 3),
+        replicate_seeds(1, "cd" * 32, "null", 8, 3),
+        replicate_seeds(1, "ab" * 32, "alternative", 8, 3),
+        replicate_seeds(1, "ab" * 32, "null", 9, 3),
+        replicate_seeds(1, "ab" * 32, "null", 8, 4),
+    ]
+    assert all(o != a for o in others) and a.data != a.analysis
+
+
+def test_a_folder_of_another_plan_is_refused(tmp_path):
+    plan = make_plan("prognostic", [20], initial=2, null=2)
+    run_plan(plan, tmp_path, progress=False)
+    other = plan.model_copy(update={"root_seed": 8})
+    with pytest.raises(StoreMismatch, match="holds results of a different plan"):
+        run_plan(other, tmp_path, progress=False)
+
+
+# --- the engine: workers, Dask, resume ---------------------------------------------------
+
+
+def small_plan() -> Plan:
+    return make_plan("paired", [4, 8], initial=12, null=12, per_task=4)
+
+
+def test_results_identical_with_one_and_two_workers_and_on_dask(tmp_path):
+    from distributed import LocalCluster
+
+    plan = small_plan()
+    serial = run_plan(plan, tmp_path / "serial", progress=False).records
+    two = run_plan(plan, tmp_path / "two", workers=2, progress=False).records
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        dask = run_plan(
+            plan, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False
+        )
+    assert len(serial) == 4 * 12 * 4  # cells x replicates x (2 endpoints x 2 analyses)
+    pd.testing.assert_frame_equal(comparable(serial), comparable(two))
+    pd.testing.assert_frame_equal(comparable(serial), comparable(dask.records))
+
+
+def test_resume_after_kill_9_gives_the_uninterrupted_results(tmp_path):
+    text = """name = "resume"
+root_seed = 3
+[trial]
+design = "cross_sectional"
+n = [8, 16]
+endpoints = ["ratio_fold_change_Th17_Treg"]
+[replicates]
+initial = 150
+null = 150
+per_task = 10
+[analysis]
+mixed_model = true
+[analysis.bayesian]
+enabled = false
+"""
+    path = plan_toml(tmp_path, text)
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    command = [*CLI, "power", str(path), "--no-progress", "--out"]
+    process = subprocess.Popen(
+        [*command, str(killed)],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(list(killed.glob("records/*/*.parquet"))) < 40 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    stored = len(list(killed.glob("records/*/*.parquet")))
+    assert 40 <= stored < 600, "the kill must land mid-run"
+    subprocess.run([*command, str(killed)], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([*command, str(whole)], cwd=ROOT, check=True, capture_output=True)
+    resumed = pd.read_parquet(killed / "records.parquet")
+    uninterrupted = pd.read_parquet(whole / "records.parquet")
+    assert resumed["replicate"].groupby(resumed["cell_id"]).nunique().eq(150).all()
+    pd.testing.assert_frame_equal(comparable(resumed), comparable(uninterrupted))
+    assert not list(killed.glob("records/*/.rep-*"))  # no temporary file survives a rerun's end
+    for name in ("power.csv", "sample_size.csv", "type_i_error.csv"):
+        assert (killed / name).read_text() == (whole / name).read_text()
+
+
+# --- agreement with scipy / statsmodels on saved datasets ---------------------------------
+
+
+def rates_by_subject(path: Path) -> pd.DataFrame:
+    rows = load_cohort(path).rows  # the package's loader validates the saved file
+    rows = rows.assign(rate=rows["n_cd49d_pos"] / rows["n_cells"])
+    wide = rows.pivot(index="subject_id", columns="subset", values="rate")
+    wide.columns = wide.columns.astype(str)
+    keys = [c for c in ("group", "exacerbation", "patient_id") if c in rows]
+    return rows.groupby("subject_id", observed=True)[keys].first().join(wide)
+
+
+def record_for(out: Path, cell: str, rep: int, analysis: str, endpoint: str) -> pd.Series:
+    record = pd.read_parquet(out / "records" / cell / f"rep-{rep:06d}.parquet")
+    chosen = record[(record["analysis"] == analysis) & (record["endpoint"] == endpoint)]
+    return chosen.iloc[0]
+
+
+def test_saved_cross_sectional_trial_reanalysed_with_scipy_and_statsmodels(run_cli, tmp_path):
+    text = GOOD.replace("n = [8, 16]", "n = [6]") + (
+        "[replicates]\ninitial = 3\nnull = 3\n[analysis.bayesian]\nreplicates = 1\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli(
+        "power", plan_toml(tmp_path, text), "--out", out, "--save-datasets", "--no-progress"
+    )
+    assert result.exit_code == 0, result.output
+    for cell in ("alternative-n0006", "null-n0006"):
+        for rep in range(3):
+            saved = out / "datasets" / cell / f"rep-{rep:06d}.csv"
+            wide = rates_by_subject(saved)
+            log_ratio = np.log(wide["Th17"] / wide["Treg"])
+            treated = log_ratio[wide["group"] == "MS_NTZ"]
+            naive = log_ratio[wide["group"] == "MS_naive"]
+            expected = stats.mannwhitneyu(treated, naive, alternative="two-sided")
+            got = record_for(out, cell, rep, "mann_whitney", "ratio_fold_change_Th17_Treg")
+            assert got["p_value"] == pytest.approx(expected.pvalue, rel=1e-12)
+            rows = load_cohort(saved).rows
+            rows = rows[rows["subset"].isin(["Th17", "Treg"])].copy()
+            rows["y"] = np.log((rows["n_cd49d_pos"] + 0.5) / (rows["n_cells"] + 1))
+            rows["eff"] = (rows["subset"] == "Th17").astype(float)
+            rows["trt"] = (rows["group"] == "MS_NTZ").astype(float)
+            fit = smf.mixedlm("y ~ eff * trt", rows, groups=rows["subject_id"].astype(str)).fit(
+                reml=True
+            )
+            mixed = record_for(out, cell, rep, "mixed_model", "ratio_fold_change_Th17_Treg")
+            assert mixed["estimate"] == pytest.approx(fit.params["eff:trt"], abs=1e-4)
+            assert mixed["p_value"] == pytest.approx(fit.pvalues["eff:trt"], rel=1e-3, abs=1e-6)
+    bayes = pd.read_parquet(out / "records.parquet").query("analysis == 'bayes_direction'")
+    assert len(bayes) == 2  # one refit per cell, as the plan asks
+    assert set(bayes["status"]) <= {"ok", "not_converged", "error"}
+    ok = bayes[bayes["status"] == "ok"]
+    assert ok["posterior_prob"].between(0, 1).all()
+    assert (out / "power_curve.png").stat().st_size > 0
+    power = pd.read_csv(out / "power.csv")
+    assert {"power", "mcse", "ci_low", "ci_high", "n_reps", "n_failed"} <= set(power.columns)
+
+
+def test_saved_paired_and_prognostic_trials_reanalysed_independently(tmp_path):
+    paired = make_plan("paired", [6], initial=3, null=3)
+    run_plan(paired, tmp_path / "paired", save_datasets=True, progress=False)
+    for rep in range(3):
+        wide = rates_by_subject(
+            tmp_path / "paired" / "datasets" / "alternative-n0006" / f"rep-{rep:06d}.csv"
+        )
+        before = wide[wide["group"] == "MS_naive"].set_index("patient_id")
+        after = wide[wide["group"] == "MS_NTZ"].set_index("patient_id").loc[before.index]
+        change = np.log(after["Th17"] / after["Treg"]) - np.log(before["Th17"] / before["Treg"])
+        got = record_for(
+            tmp_path / "paired", "alternative-n0006", rep, "wilcoxon", "ratio_fold_change_Th17_Treg"
+        )
+        assert got["p_value"] == pytest.approx(stats.wilcoxon(change).pvalue, rel=1e-12)
+    prognostic = make_plan("prognostic", [30], initial=3, null=3)
+    run_plan(prognostic, tmp_path / "prog", save_datasets=True, progress=False)
+    for rep in range(3):
+        wide = rates_by_subject(
+            tmp_path / "prog" / "datasets" / "alternative-n0030" / f"rep-{rep:06d}.csv"
+        )
+        mean_log = (np.log(wide["Th1"] / wide["Treg"]) + np.log(wide["Th17"] / wide["Treg"])) / 2
+        z = (mean_log - mean_log.mean()) / mean_log.std(ddof=0)
+        fit = sm.Logit(wide["exacerbation"].to_numpy(float), sm.add_constant(z.to_numpy())).fit(
+            disp=0
+        )
+        got = record_for(
+            tmp_path / "prog", "alternative-n0030", rep, "logistic_lr", "exacerbation_log_or"
+        )
+        assert got["estimate"] == pytest.approx(fit.params[1], rel=1e-6)
+        assert got["p_value"] == pytest.approx(fit.llr_pvalue, rel=1e-6)
+
+
+# --- statistical properties ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("design", "n"), [("cross_sectional", 16), ("paired", 16), ("prognostic", 60)]
+)
+def test_type_i_error_of_frequentist_analyses_on_2000_null_replicates(tmp_path, design, n):
+    plan = make_plan(design, [n], initial=1, null=2000, per_task=250)
+    type_i = run_plan(plan, tmp_path, workers=2, progress=False).type_i
+    assert (type_i["n_reps"] == 2000).all()
+    for row in type_i.itertuples():
+        m = row.n_reps - row.n_failed
+        mcse = np.sqrt(row.nominal_level * (1 - row.nominal_level) / m)
+        assert row.n_failed <= 20, row
+        assert abs(row.rejection_rate - row.nominal_level) <= 3 * mcse, row
+
+
+@pytest.mark.slow
+def test_power_rises_with_n_and_effect_and_approaches_one(tmp_path):
+    def power_of(kappa: float) -> pd.Series:
+        plan = make_plan(
+            "cross_sectional",
+            [4, 32],
+            initial=150,
+            null=1,
+            per_task=50,
+            effect={"kappa": kappa},
+            analysis={"mixed_model": False, "bayesian": {"enabled": False}},
+        )
+        table = run_plan(plan, tmp_path / str(kappa), workers=2, progress=False).power
+        return table[table["scenario"] == "alternative"].set_index("n")
+
+    weak, strong = power_of(0.3), power_of(0.71)
+    gap = lambda a, b: (a["power_all"] - b["power_all"]) / np.hypot(a["mcse_all"], b["mcse_all"])  # noqa: E731
+    assert gap(weak.loc[32], weak.loc[4]) > 3
+    assert gap(strong.loc[4], weak.loc[4]) > 3
+    assert strong.loc[32, "power_all"] >= 0.97

@@ -1,0 +1,311 @@
+"""Summaries of simulated trial records: Wilson intervals, power tables, sample size, figure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
+
+from analysis import fig_power_curve
+from simulations.summarise import (
+    POWER_COLUMNS,
+    SAMPLE_SIZE_COLUMNS,
+    TYPE_I_COLUMNS,
+    monotone_power_curve,
+    power_table,
+    sample_size_table,
+    type_i_table,
+    wilson_interval,
+)
+
+GRID = np.array([10, 15, 20, 30, 45, 70])
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+BAYES_NULL = {"scenario": "null", "analysis": "bayes_rope", "nominal_level": np.nan}
+
+
+def record(n, replicate, *, success, status="ok", **overrides) -> dict:
+    """One replicate record with engine-like columns; keyword overrides change any of them."""
+    row = {
+        "plan_hash": "abc123",
+        "design": "paired",
+        "scenario": "alternative",
+        "cell_id": f"paired-alt-{n}",
+        "n": n,
+        "replicate": replicate,
+        "seed_data": 1000 + replicate,
+        "seed_analysis": 2000 + replicate,
+        "endpoint": "ratio_fold_change_Th17_Treg",
+        "analysis": "wilcoxon",
+        "nominal_level": 0.05,
+        "estimate": 0.1,
+        "p_value": 0.01 if success else 0.5,
+        "posterior_prob": np.nan,
+        "success": success,
+        "status": status,
+        "error_type": "" if status == "ok" else "FloatingPointError",
+        "error_message": "" if status == "ok" else "overflow",
+        "seconds": 0.01,
+    }
+    return {**row, **overrides}
+
+
+def probit_records(intercept, slope, *, grid=GRID, reps=4000, seed=0, **overrides):
+    """Records whose successes follow power(n) = Phi(intercept + slope log n), all status ok."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in grid:
+        successes = rng.binomial(reps, stats.norm.cdf(intercept + slope * np.log(n)))
+        rows += [record(int(n), r, success=r < successes, **overrides) for r in range(reps)]
+    return pd.DataFrame(rows)
+
+
+def intercept_for(n_at_80: float, slope: float) -> float:
+    """The probit intercept that puts 80% power at ``n_at_80`` for this slope."""
+    return stats.norm.ppf(0.8) - slope * np.log(n_at_80)
+
+
+@pytest.fixture
+def small_records() -> pd.DataFrame:
+    """Hand-built records with known counts, failures included."""
+    rows = [
+        # n = 10: 2 successes, 1 ok failure, 1 error, 1 not converged (one error flagged success).
+        record(10, 0, success=True),
+        record(10, 1, success=True),
+        record(10, 2, success=False),
+        record(10, 3, success=True, status="error"),
+        record(10, 4, success=False, status="not_converged"),
+        # n = 20: all 4 succeed.
+        *(record(20, r, success=True) for r in range(4)),
+        # n = 20, all failed: power undefined, power_all 0.
+        *(record(20, r, success=False, status="error", analysis="mann_whitney") for r in range(3)),
+        # null scenario, Bayesian rule with no nominal level: 1 of 4 rejects.
+        *(record(10, r, success=r == 0, **BAYES_NULL) for r in range(4)),
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("level", [0.95, 0.9])
+def test_wilson_interval_matches_statsmodels(level):
+    successes = np.array([0, 1, 3, 10, 0, 57, 399, 400])
+    trials = np.array([10, 10, 10, 10, 1, 400, 400, 400])
+    low, high = wilson_interval(successes, trials, level=level)
+    expected_low, expected_high = proportion_confint(
+        successes, trials, alpha=1 - level, method="wilson"
+    )
+    np.testing.assert_allclose(low, expected_low, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(high, expected_high, rtol=1e-12, atol=1e-15)
+    for k, m in zip(successes, trials, strict=True):
+        scalar = wilson_interval(int(k), int(m), level=level)
+        assert scalar == pytest.approx(
+            proportion_confint(int(k), int(m), alpha=1 - level, method="wilson"), abs=1e-14
+        )
+
+
+def test_wilson_interval_is_nan_without_trials():
+    low, high = wilson_interval(np.array([0, 2]), np.array([0, 4]))
+    assert np.isnan(low[0]) and np.isnan(high[0])
+    assert 0 < low[1] < 0.5 < high[1] < 1
+
+
+def test_power_table_counts_failures_both_ways(small_records):
+    before = small_records.copy(deep=True)
+    table = power_table(small_records)
+    pd.testing.assert_frame_equal(small_records, before)
+    assert list(table.columns) == POWER_COLUMNS
+    keys = ["design", "scenario", "endpoint", "analysis", "n"]
+    assert table[keys].equals(table[keys].sort_values(keys).reset_index(drop=True))
+
+    row = table.set_index(["scenario", "analysis", "n"]).loc[("alternative", "wilcoxon", 10)]
+    assert (row["n_reps"], row["n_failed"]) == (5, 2)
+    assert row["power"] == pytest.approx(2 / 3)
+    assert row["power_all"] == pytest.approx(2 / 5)
+    assert row["mcse"] == pytest.approx(math.sqrt((2 / 3) * (1 / 3) / 3))
+    assert row["mcse_all"] == pytest.approx(math.sqrt(0.4 * 0.6 / 5))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(wilson_interval(2, 3))
+    assert (row["ci_low_all"], row["ci_high_all"]) == pytest.approx(wilson_interval(2, 5))
+    assert row["nominal_level"] == 0.05
+
+
+def test_power_table_edge_groups(small_records):
+    table = power_table(small_records).set_index(["scenario", "analysis", "n"])
+    perfect = table.loc[("alternative", "wilcoxon", 20)]
+    assert (perfect["power"], perfect["mcse"], perfect["n_failed"]) == (1.0, 0.0, 0)
+    all_failed = table.loc[("alternative", "mann_whitney", 20)]
+    assert np.isnan(all_failed["power"]) and np.isnan(all_failed["ci_low"])
+    assert (all_failed["power_all"], all_failed["n_failed"], all_failed["n_reps"]) == (0.0, 3, 3)
+    assert np.isnan(table.loc[("null", "bayes_rope", 10), "nominal_level"])
+
+
+def test_power_table_refuses_duplicated_replicates(small_records):
+    doubled = pd.concat([small_records, small_records.iloc[[0]]], ignore_index=True)
+    with pytest.raises(ValueError, match="duplicated replicate"):
+        power_table(doubled)
+
+
+def test_power_table_refuses_mixed_nominal_levels(small_records):
+    mixed = small_records.copy()
+    mixed.loc[0, "nominal_level"] = 0.025
+    with pytest.raises(ValueError, match="nominal_level varies"):
+        power_table(mixed)
+
+
+def test_type_i_table_checks_against_nominal_level():
+    calibrated = probit_records(stats.norm.ppf(0.05), 0.0, grid=[20], reps=2000, scenario="null")
+    liberal = probit_records(
+        stats.norm.ppf(0.15), 0.0, grid=[20], reps=2000, scenario="null", analysis="mann_whitney"
+    )
+    bayes = probit_records(
+        stats.norm.ppf(0.05),
+        0.0,
+        grid=[20],
+        reps=200,
+        scenario="null",
+        analysis="bayes_rope",
+        nominal_level=np.nan,
+    )
+    alternative = probit_records(0.0, 0.5, grid=[20], reps=50)
+    power = power_table(pd.concat([calibrated, liberal, bayes, alternative], ignore_index=True))
+    table = type_i_table(power).set_index("analysis")
+    assert list(type_i_table(power).columns) == TYPE_I_COLUMNS
+    assert len(table) == 3  # the alternative-scenario row is left out
+    assert table.loc["wilcoxon", "within_3_mcse"]
+    assert not table.loc["mann_whitney", "within_3_mcse"]
+    assert pd.isna(table.loc["bayes_rope", "within_3_mcse"])
+    assert table.loc["mann_whitney", "rejection_rate"] == pytest.approx(0.15, abs=0.03)
+
+
+def test_sample_size_recovers_known_probit_curve():
+    slope, true_n80 = 1.5, 40.0
+    records = probit_records(intercept_for(true_n80, slope), slope, reps=4000, seed=11)
+    sizes = sample_size_table(power_table(records), targets=(0.8, 0.9))
+    assert list(sizes.columns) == SAMPLE_SIZE_COLUMNS
+    row = sizes.set_index("target_power").loc[0.8]
+    assert row["status"] == "ok" and row["note"] == ""
+    assert row["n_low"] <= math.ceil(true_n80) <= row["n_high"]
+    assert row["n_required"] == pytest.approx(true_n80, rel=0.04)
+    assert (row["n_min_grid"], row["n_max_grid"]) == (10, 70)
+    true_n90 = np.exp((stats.norm.ppf(0.9) - intercept_for(true_n80, slope)) / slope)
+    assert sizes.set_index("target_power").loc[0.9, "n_required"] == pytest.approx(
+        true_n90, rel=0.04
+    )
+
+
+def test_monotone_power_curve_recovers_parameters_and_band():
+    slope = 1.5
+    intercept = intercept_for(40.0, slope)
+    power = power_table(probit_records(intercept, slope, reps=4000, seed=3))
+    curve = monotone_power_curve(power["n"], power["power_all"] * power["n_reps"], power["n_reps"])
+    assert curve.slope == pytest.approx(slope, rel=0.1)
+    assert curve.n_at(0.8) == pytest.approx(40.0, rel=0.04)
+    low, high = curve.band(GRID, level=0.95)
+    assert np.all(low < curve.power(GRID)) and np.all(curve.power(GRID) < high)
+    n_low, n_high = curve.n_interval(0.8, level=0.95)
+    assert curve.band(np.array([n_low]), level=0.95)[1] == pytest.approx(0.8, abs=1e-9)
+    assert curve.band(np.array([n_high]), level=0.95)[0] == pytest.approx(0.8, abs=1e-9)
+
+
+def flat_power(level: float) -> pd.DataFrame:
+    """A power table whose power is exactly ``level`` at every n (400 replicates each)."""
+    successes = np.full(GRID.size, level * 400)
+    return pd.DataFrame(
+        {
+            "design": "paired",
+            "scenario": "alternative",
+            "endpoint": "e",
+            "analysis": "wilcoxon",
+            "n": GRID,
+            "power_all": successes / 400,
+            "n_reps": 400,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("power", "reason"),
+    [
+        (flat_power(0.0), "separation"),
+        (flat_power(1.0), "separation"),
+        (flat_power(0.5), "not positive"),
+        (flat_power(0.5).assign(power_all=np.linspace(0.9, 0.3, GRID.size)), "not positive"),
+        (flat_power(0.5).assign(power_all=[0, 0, 0, 0.4, 1, 1]), "separation"),
+        (flat_power(0.5).iloc[[2]], "fewer than 2"),
+    ],
+    ids=["all_zero", "all_one", "flat", "decreasing", "quasi_separated", "one_n"],
+)
+def test_sample_size_degenerate_curves_are_not_estimable(power, reason):
+    sizes = sample_size_table(power)
+    assert len(sizes) == 2
+    assert sizes["status"].eq("not_estimable").all()
+    assert sizes["n_required"].isna().all() and sizes["n_high"].isna().all()
+    assert sizes["note"].str.contains(reason).all()
+
+
+def test_sample_size_noisy_flat_curve_is_not_estimable():
+    power = power_table(probit_records(0.0, 0.0, reps=300, seed=5))
+    sizes = sample_size_table(power)
+    assert sizes["status"].eq("not_estimable").all()
+
+
+def test_sample_size_beyond_grid_is_extrapolated():
+    slope = 1.5
+    power = power_table(probit_records(intercept_for(200.0, slope), slope, reps=2000, seed=7))
+    row = sample_size_table(power, targets=(0.8,)).iloc[0]
+    assert row["status"] == "extrapolated"
+    assert "outside the simulated grid" in row["note"]
+    assert row["n_required"] > row["n_max_grid"] == 70
+    assert row["n_required"] == pytest.approx(200.0, rel=0.15)
+    assert row["n_low"] <= row["n_required"] <= row["n_high"]
+
+
+def figure_inputs(tmp_path):
+    """Power and sample-size CSVs for two panels: recoverable, extrapolated, not estimable."""
+    slope = 1.5
+    records = pd.concat(
+        [
+            probit_records(intercept_for(30.0, slope), slope, reps=300, seed=1),
+            probit_records(
+                intercept_for(120.0, slope), slope, reps=300, seed=2, analysis="mann_whitney"
+            ),
+            probit_records(0.0, 0.0, reps=300, seed=4, analysis="bayes_direction"),
+            probit_records(
+                intercept_for(25.0, 1.0), 1.0, reps=300, seed=3, endpoint="exacerbation_log_or"
+            ),
+        ],
+        ignore_index=True,
+    )
+    power = power_table(records)
+    power_csv, sample_size_csv = tmp_path / "power.csv", tmp_path / "sample_size.csv"
+    power.to_csv(power_csv, index=False)
+    sample_size_table(power).to_csv(sample_size_csv, index=False)
+    return power_csv, sample_size_csv
+
+
+def test_figure_writes_png(tmp_path):
+    power_csv, sample_size_csv = figure_inputs(tmp_path)
+    output = tmp_path / "figures" / "power_curve.png"
+    fig_power_curve.make(power_csv, sample_size_csv, output)
+    content = output.read_bytes()
+    assert content.startswith(PNG_SIGNATURE) and len(content) > 10_000
+
+
+def test_figure_command_line(tmp_path):
+    power_csv, sample_size_csv = figure_inputs(tmp_path)
+    output = tmp_path / "power_curve.pdf"
+    result = CliRunner().invoke(
+        fig_power_curve.main, [str(power_csv), str(sample_size_csv), str(output)]
+    )
+    assert result.exit_code == 0, result.output
+    assert output.read_bytes().startswith(b"%PDF")
+
+
+def test_figure_refuses_power_table_without_alternative(tmp_path):
+    power_csv, sample_size_csv = figure_inputs(tmp_path)
+    null_only = pd.read_csv(power_csv).assign(scenario="null")
+    null_only.to_csv(power_csv, index=False)
+    with pytest.raises(ValueError, match="alternative"):
+        fig_power_curve.make(power_csv, sample_size_csv, tmp_path / "x.png")
