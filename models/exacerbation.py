@@ -16,14 +16,18 @@ so :math:`\beta` is the log odds ratio per SD of the latent log ratio. Priors an
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from models import saturation
+from models import positive_rate, saturation
 from models.data import Cohort
 from models.priors import ExacerbationPriors, SaturationPriors
 from models.schema import EXACERBATION_COLUMN, TREATED_GROUP
+
+RateModel = Literal["saturation", "positive_rate"]
 
 
 def build_model(
@@ -32,6 +36,7 @@ def build_model(
     exacerbation_priors: ExacerbationPriors | None = None,
     *,
     kappa: saturation.KappaVariant = "shared",
+    rates: RateModel = "saturation",
     observed: bool = True,
 ) -> pm.Model:
     """Build the joint latent-expression and exacerbation model.
@@ -44,6 +49,12 @@ def build_model(
         Prior sets; default ``SaturationPriors()`` and ``ExacerbationPriors()``.
     kappa
         Passed to ``models.saturation.build_model``.
+    rates
+        ``"saturation"``: positive rates from the latent-expression model (the default);
+        ``"positive_rate"``: from the descriptive logit model (``models.positive_rate``, its
+        priors), for cohorts of treated patients only, where the latent-expression model's
+        untreated location, occupancy and kappa are identified by their priors alone and mix
+        slowly (R-hat about 1.04 in simulated prognostic trials of 20 patients).
     observed
         If False, counts and exacerbations are left unobserved, to be simulated.
 
@@ -59,7 +70,11 @@ def build_model(
         If fewer than two treated patients are in the cohort.
     """
     exacerbation_priors = exacerbation_priors or ExacerbationPriors()
-    model = saturation.build_model(cohort, priors, kappa=kappa, observed=observed)
+    if rates == "positive_rate":
+        model = positive_rate.build_model(cohort, observed=observed)
+        model.add_coord("treated_subject", saturation.treated_subjects(cohort))
+    else:
+        model = saturation.build_model(cohort, priors, kappa=kappa, observed=observed)
     if len(model.coords["treated_subject"]) < 2:
         raise ValueError(f"the exacerbation model needs at least two {TREATED_GROUP} patients")
     with model:

@@ -8,6 +8,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "saturation",
     "saturation_per_subset",
     "exacerbation",
+    "exacerbation_logit",
 )
 PRIOR_SETS: tuple[str, ...] = ("default", "uniform_saturation")
 SAMPLERS: tuple[str, ...] = ("nutpie", "pymc", "numpyro")

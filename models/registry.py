@@ -48,6 +48,12 @@ def _exacerbation(cohort: Cohort, prior_set: str = "default", *, observed: bool 
     return exacerbation.build_model(cohort, saturation_priors(prior_set), observed=observed)
 
 
+def _exacerbation_logit(cohort: Cohort, prior_set: str = "default", *, observed: bool = True):
+    if prior_set != "default":
+        raise ValueError("the exacerbation_logit model has only the 'default' prior set")
+    return exacerbation.build_model(cohort, rates="positive_rate", observed=observed)
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -75,6 +81,13 @@ MODELS: dict[str, ModelSpec] = {
             "exacerbation on the latent log CD49d ratio",
             _exacerbation,
             uses_saturation=True,
+        ),
+        ModelSpec(
+            "exacerbation_logit",
+            "descriptive logit rates (positive_rate) joint with logistic exacerbation on the "
+            "latent log CD49d ratio; for cohorts of treated patients only",
+            _exacerbation_logit,
+            uses_saturation=False,
         ),
     )
 }

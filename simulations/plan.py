@@ -57,7 +57,7 @@ ENDPOINTS_BY_DESIGN: dict[str, tuple[str, ...]] = {
 DEFAULT_BAYES_MODEL = {
     "cross_sectional": "positive_rate",
     "paired": "positive_rate",
-    "prognostic": "exacerbation",
+    "prognostic": "exacerbation_logit",
 }
 #: Yearly exacerbation probability under natalizumab: 1 - exp(-0.53), the annualised relapse
 #: rate 0.53 of Japanese patients on natalizumab (literature.md A14, Saida 2017), Poisson.
@@ -124,7 +124,14 @@ class Replicates(Section):
 class Bayesian(Section):
     enabled: bool = True
     model: (
-        Literal["positive_rate", "saturation", "saturation_per_subset", "exacerbation"] | None
+        Literal[
+            "positive_rate",
+            "saturation",
+            "saturation_per_subset",
+            "exacerbation",
+            "exacerbation_logit",
+        ]
+        | None
     ) = None
     priors: Literal["default", "uniform_saturation"] = "default"
     replicates: PositiveInt | None = None
@@ -160,12 +167,18 @@ class Plan(Section):
     @model_validator(mode="after")
     def bayes_model_fits_design(self) -> Plan:
         model = self.analysis.bayesian.model
-        if self.trial.design == "prognostic" and model not in (None, "exacerbation"):
-            raise ValueError("the prognostic design needs analysis.bayesian.model = 'exacerbation'")
-        if self.trial.design != "prognostic" and model == "exacerbation":
+        joint = ("exacerbation", "exacerbation_logit")
+        if self.trial.design == "prognostic" and model not in (None, *joint):
+            raise ValueError(
+                "the prognostic design needs analysis.bayesian.model = 'exacerbation_logit' "
+                "or 'exacerbation'"
+            )
+        if self.trial.design != "prognostic" and model in joint:
             raise ValueError(f"the {self.trial.design} design has no exacerbation endpoint")
-        if self.bayes_model == "positive_rate" and self.analysis.bayesian.priors != "default":
-            raise ValueError("the positive_rate model has only the 'default' prior set")
+        if self.bayes_model in ("positive_rate", "exacerbation_logit") and (
+            self.analysis.bayesian.priors != "default"
+        ):
+            raise ValueError(f"the {self.bayes_model} model has only the 'default' prior set")
         return self
 
     @property
