@@ -56,11 +56,11 @@ $(RESULTS)/crossval/kfold_compare.csv: $(COHORT) | $(STAMP)
 	$(BIN)/cd49d crossval $(COHORT) --model saturation --model saturation_per_subset --folds 5 \
 		--out $(RESULTS)/crossval
 
-# The default power plans at a reduced size: 100 replicates and 2 Bayesian refits per cell (the
+# The default power plans at a reduced size: 100 replicates and 1 Bayesian refit per cell (the
 # full-size run is `cd49d power simulations/plans/NAME.toml --out DIR`, README "Planning a study").
 $(RESULTS)/power/%/power.csv: simulations/plans/%.toml | $(STAMP)
 	$(BIN)/cd49d power $< --out $(RESULTS)/power/$* --workers 2 --replicates 100 \
-		--bayes-replicates 2 --no-progress
+		--bayes-replicates 1 --no-progress
 
 # Long statistical checks (e.g. MixedLM type-I error on 2000 null trials per design).
 $(RESULTS)/validation.log: | $(STAMP)

@@ -12,14 +12,15 @@ Rates are always computed from the counts, so a saved dataset reproduces every n
   change (log ratio, or reduction in Treg minus reduction in the effector subset). Prognostic:
   logistic regression of exacerbation on the standardised observed log CD49d ratio
   (mean over effector subsets), likelihood-ratio test (``logistic_wald``: the Wald test too).
-- ``mixed_model`` (cross-sectional and paired): ``statsmodels`` MixedLM of the log positive rate
-  (``log((k + 0.5) / (n + 1))``) of the endpoint's two subsets, fixed effects subset x
-  natalizumab, a random intercept per patient (paired: per patient x subset, the unit within
-  which the before/after contrast lies); the interaction is the log ratio fold change, Wald z
-  test. Prognostic (two-stage): MixedLM of the treated patients' log rates with a random
-  intercept per patient x subset; each patient's log ratio is taken from the fitted rates
-  (fixed effects plus BLUPs, shrunk toward the subset means by their binomial noise), then the
-  logistic regression's likelihood-ratio test as above. Stage 1's uncertainty is not carried
+- ``mixed_model``: ``statsmodels`` MixedLM of the log positive rate
+  (``log((k + 0.5) / (n + 1))``). Cross-sectional and paired: the endpoint's two subsets, fixed
+  effects subset x natalizumab, a random intercept per patient (paired: per patient x subset,
+  the unit within which the before/after contrast lies); the interaction is the log ratio fold
+  change, Wald t test (between-within degrees of freedom, see ``mixed_model``). Prognostic
+  (two-stage): MixedLM of the treated patients' log rates, random intercept per patient x
+  subset; each patient's log ratio is taken from the fitted rates (fixed effects plus BLUPs,
+  shrunk toward the subset means by their binomial noise), then the logistic regression's
+  likelihood-ratio test as above. Stage 1's uncertainty is not carried
   into stage 2 (with thousands of cells per gate it is small).
 - ``bayes_*``: see ``simulations.bayes``.
 
@@ -188,7 +189,12 @@ def mixed_model_frame(dataset: pd.DataFrame, endpoint: str) -> pd.DataFrame:
 
 
 def mixed_model(dataset: pd.DataFrame, endpoint: str, *, alpha: float, paired: bool) -> dict:
-    """MixedLM of log rates; the effector x natalizumab interaction, Wald z test."""
+    """MixedLM of log rates; the effector x natalizumab interaction, Wald t test.
+
+    The reference is Student's t with between-within degrees of freedom (patients - 2;
+    paired: patients - 1), the exact t test's for balanced data: with z (statsmodels' default)
+    the rejection rate under the null was 0.15 at 4 paired patients (100 simulated trials).
+    """
 
     def compute():
         rows = mixed_model_frame(dataset, endpoint)
@@ -197,9 +203,12 @@ def mixed_model(dataset: pd.DataFrame, endpoint: str, *, alpha: float, paired: b
         units = rows["patient"] + ":" + rows["subset"] if paired else rows["patient"]
         model = smf.mixedlm("log_rate ~ effector * treated", rows, groups=units)
         result = fit_mixed(model)
+        patients = rows["patient"].nunique()
+        df = patients - 1 if paired else patients - 2
+        t_value = float(result.tvalues["effector:treated"])
         return {
             "estimate": float(result.params["effector:treated"]),
-            "p_value": float(result.pvalues["effector:treated"]),
+            "p_value": float(2 * stats.t.sf(abs(t_value), df)),
         }
 
     return guarded(endpoint, "mixed_model", alpha, compute)

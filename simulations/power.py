@@ -27,6 +27,7 @@ from simulations.engine import RunContext, run_rounds
 from simulations.plan import Plan
 from simulations.store import Store
 from simulations.summarise import power_table, sample_size_table, type_i_table
+from simulations.trials import DesignPrior
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,12 @@ def run_plan(
     ------
     simulations.store.StoreMismatch
         If ``out`` holds another plan's results (nothing is run or written).
+    ValueError
+        If the design prior lacks a generating parameter (nothing is written).
     """
     prior = str(design_prior) if design_prior is not None else None
+    if prior is not None:
+        DesignPrior(prior)  # refuse an unusable fit before anything is written
     result_hash = plan.result_hash(file_digest(prior))
     Store(out, result_hash).open(manifest(plan, result_hash, prior))
     context = RunContext(plan, str(out), result_hash, prior, save_datasets)
