@@ -65,16 +65,16 @@ $(RESULTS)/power/%/power.csv: simulations/plans/%.toml | $(STAMP)
 # Long statistical checks (e.g. MixedLM type-I error on 2000 null trials per design).
 $(RESULTS)/validation.log: | $(STAMP)
 	mkdir -p $(RESULTS)
-	$(BIN)/python -m pytest -m validation -p no:cacheprovider | tee $@.tmp
+	$(BIN)/python -m pytest -m validation -n 2 -p no:cacheprovider | tee $@.tmp
 	mv $@.tmp $@
 
 ## validate: the long statistical checks that `make test` leaves out (part of `make reproduce`)
 validate: $(STAMP)
-	$(BIN)/python -m pytest -m validation
+	$(BIN)/python -m pytest -m validation -n 2
 
 ## test: the test suite (all but the `validation` checks; see `make validate`)
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -435,3 +435,31 @@ def test_design_prior_without_generating_parameters_is_refused(run_cli, tmp_path
         "(saturation or exacerbation); it lacks sigma, kappa"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_adaptive_replication_reaches_the_mcse_target_or_the_cap(tmp_path):
+    plan = Plan.model_validate(
+        {
+            "name": "adaptive",
+            "root_seed": 5,
+            "trial": {
+                "design": "cross_sectional",
+                "n": [8],
+                "endpoints": ["ratio_fold_change_Th17_Treg"],
+            },
+            "effect": {"kappa": 0.4},
+            "replicates": {
+                "initial": 10,
+                "null": 10,
+                "mcse_target": 0.06,
+                "max": 80,
+                "per_task": 10,
+            },
+            "analysis": {"mixed_model": False, "bayesian": {"enabled": False}},
+        }
+    )
+    power = run_plan(plan, tmp_path, progress=False).power
+    assert (power["n_reps"] > 10).any(), "some cell needed more than the initial replicates"
+    for row in power.itertuples():
+        assert row.n_reps % 10 == 0 and row.n_reps <= 80
+        assert row.mcse_all <= 0.06 or row.n_reps == 80, row
