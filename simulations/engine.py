@@ -21,7 +21,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -255,13 +254,3 @@ def run_rounds(
 def comparable(records: pd.DataFrame) -> pd.DataFrame:
     """Records without run-time columns, for comparing two runs."""
     return records.drop(columns=["seconds"]).reset_index(drop=True)
-
-
-def failure_counts(records: pd.DataFrame) -> dict[str, int]:
-    if records.empty:
-        return {}
-    return records.loc[records["status"] != "ok", "status"].value_counts().to_dict()
-
-
-def null_share(records: pd.DataFrame) -> float:
-    return float(np.mean(records["scenario"] == "null")) if len(records) else 0.0
