@@ -25,6 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from simulations.analyses import frequentist_rows
+from simulations.cohort import cohort_csv_text, write_atomically
 from simulations.plan import Plan
 from simulations.seeds import replicate_seeds
 from simulations.store import Store
@@ -144,8 +145,6 @@ def replicate_rows(context: RunContext, cell: Cell, rep: int) -> pd.DataFrame:
 
 
 def save_dataset(dataset: pd.DataFrame, path) -> None:
-    from simulations.cohort import cohort_csv_text, write_atomically
-
     write_atomically(cohort_csv_text(dataset), path)
 
 

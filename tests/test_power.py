@@ -173,21 +173,10 @@ def test_results_identical_with_one_and_two_workers_and_on_dask(tmp_path):
 
 
 def test_resume_after_kill_9_gives_the_uninterrupted_results(tmp_path):
-    text = """name = "resume"
-root_seed = 3
-[trial]
-design = "cross_sectional"
-n = [8, 16]
-endpoints = ["ratio_fold_change_Th17_Treg"]
-[replicates]
-initial = 100
-null = 100
-per_task = 10
-[analysis]
-mixed_model = false
-[analysis.bayesian]
-enabled = false
-"""
+    text = GOOD + (
+        "[replicates]\ninitial = 100\nnull = 100\nper_task = 10\n"
+        "[analysis]\nmixed_model = false\n[analysis.bayesian]\nenabled = false\n"
+    )
     path = plan_toml(tmp_path, text)
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     command = [*CLI, "power", str(path), "--no-progress", "--out"]
