@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce test validate env lint lock cohort bench clean
+.PHONY: reproduce reproduce-full sbc-full test validate env lint lock cohort bench clean
 
 env: $(STAMP)
 
@@ -37,10 +37,29 @@ FIT_FILES := $(foreach m,$(FITS),$(RESULTS)/fits/$(m)/fit.nc)
 ## reproduce: validate the bundled cohort, the frequentist analysis, every model fit and the LOO comparison
 PLANS := cross_sectional paired prognostic
 POWER_FILES := $(foreach p,$(PLANS),$(RESULTS)/power/$(p)/power.csv)
+MODEL_NAMES := positive_rate saturation saturation_per_subset exacerbation exacerbation_logit
+#: SBC replicates per model: reduced in `make reproduce`, full size in `make sbc-full`.
+SBC_DRAWS := 100
+SBC_FULL_DRAWS := 500
+SBC_FILES := $(foreach m,$(MODEL_NAMES),$(RESULTS)/sbc/$(m)/sbc_summary.csv)
+SBC_FULL_FILES := $(foreach m,$(MODEL_NAMES),$(RESULTS)/sbc_full/$(m)/sbc_summary.csv)
 
 reproduce: $(RESULTS)/frequentist/frequentist.csv $(FIT_FILES) $(RESULTS)/fits/loo_kappa.csv \
-	$(RESULTS)/crossval/kfold_compare.csv $(POWER_FILES) $(RESULTS)/validation.log
+	$(RESULTS)/crossval/kfold_compare.csv $(POWER_FILES) $(SBC_FILES) $(RESULTS)/validation.log
 	@echo "Results written under $(RESULTS)/ (see README.md, 'Outputs')."
+
+## reproduce-full: `make reproduce` plus SBC at full size (every model, $(SBC_FULL_DRAWS) replicates)
+reproduce-full: reproduce sbc-full
+
+## sbc-full: simulation-based calibration of every model at full size
+sbc-full: $(SBC_FULL_FILES)
+
+$(RESULTS)/sbc/%/sbc_summary.csv: | $(STAMP)
+	$(BIN)/cd49d sbc --model $* --draws $(SBC_DRAWS) --out $(RESULTS)/sbc/$* --workers 2 --no-progress
+
+$(RESULTS)/sbc_full/%/sbc_summary.csv: | $(STAMP)
+	$(BIN)/cd49d sbc --model $* --draws $(SBC_FULL_DRAWS) --out $(RESULTS)/sbc_full/$* \
+		--workers 2 --no-progress
 
 $(RESULTS)/frequentist/frequentist.csv: $(COHORT) | $(STAMP)
 	$(BIN)/cd49d validate $(COHORT)
@@ -56,11 +75,11 @@ $(RESULTS)/crossval/kfold_compare.csv: $(COHORT) | $(STAMP)
 	$(BIN)/cd49d crossval $(COHORT) --model saturation --model saturation_per_subset --folds 5 \
 		--out $(RESULTS)/crossval
 
-# The default power plans at a reduced size: 100 replicates and 1 Bayesian refit per cell (the
-# full-size run is `cd49d power simulations/plans/NAME.toml --out DIR`, README "Planning a study").
+# The default power plans at a reduced size: 100 replicates per cell, every one refitted by the
+# Bayesian model (the full-size run is `cd49d power simulations/plans/NAME.toml --out DIR`,
+# README "Planning a study").
 $(RESULTS)/power/%/power.csv: simulations/plans/%.toml | $(STAMP)
-	$(BIN)/cd49d power $< --out $(RESULTS)/power/$* --workers 2 --replicates 100 \
-		--bayes-replicates 1 --no-progress
+	$(BIN)/cd49d power $< --out $(RESULTS)/power/$* --workers 2 --replicates 100 --no-progress
 
 # Long statistical checks (e.g. MixedLM type-I error on 2000 null trials per design).
 $(RESULTS)/validation.log: | $(STAMP)

@@ -26,9 +26,25 @@ with ``jax.pmap`` on however many cores the machine has. The table is printed
 and written to CSV; the run ends by naming, per model, the fastest correct sampler: the highest
 ``ess_per_s`` among runs with no divergences and R-hat <= 1.01.
 
+Section ``fit-command`` (after the samplers, or alone with ``--sections fit-command``): the real
+command a user runs, ``cd49d fit data/kimura2016_simulated.csv --model positive_rate
+--no-sensitivity --out TMPDIR``, in a subprocess (the ``cd49d`` entry point next to this
+interpreter), timed from start to exit, so interpreter start, imports, compilation, sampling,
+the predictive checks and writing the outputs all count. Its ``fit.nc`` is then opened with
+``xarray.open_datatree`` and the minimum bulk ESS (``arviz.ess(..., method="bulk")``) taken over
+every element of the cell means and SDs (``cell_mean_logit``, ``tau_subject``,
+``tau_subject_subset``). The figure of merit, that ESS per wall-second, is printed beside the
+references brms 2.18 / Stan (17.6: 45.8 s for 2 chains x 2000 draws, ESS 808) and the
+package's previous version (61: 26.3 s, ESS 1610), and the target (>= 90). ``--fit-repeats R``
+runs it R times per cache state and reports the medians. Cache states (``--fit-caches``,
+default both): ``empty`` (fresh PyTensor and JAX compile caches, as on a first run) and
+``warm`` (the user's caches, after one untimed run fills them, as on every later run); the
+two can differ by a factor of about two, so both are reported.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/fit_backends.py --help
+    .venv/bin/python benchmarks/fit_backends.py --sections fit-command --fit-repeats 3
 """
 
 from __future__ import annotations
@@ -37,13 +53,14 @@ import argparse
 import csv
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
+
+import bench_common
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_COHORT = REPO_ROOT / "data" / "kimura2016_simulated.csv"
@@ -60,6 +77,28 @@ CELL_FORMATS = {
     "subprocess_s": "{:.1f}",
 }
 RESULT_PREFIX = "FIT_BACKENDS_RESULT "
+SECTIONS = ("samplers", "fit-command")
+DEFAULT_FIT_OUT = Path("results") / "benchmarks" / "fit_command.csv"
+#: The posterior variables whose minimum bulk ESS the fit-command section reports.
+FIT_COMMAND_VARIABLES = ("cell_mean_logit", "tau_subject", "tau_subject_subset")
+#: Minimum bulk ESS of the cell means and SDs per wall-second that ``cd49d fit`` must reach.
+FIT_COMMAND_TARGET = 90.0
+#: (what, wall seconds, minimum bulk ESS of the cell means and SDs) measured before this
+#: benchmark section existed, for the same model and cohort.
+FIT_COMMAND_REFERENCES = (
+    ("brms 2.18 / Stan, 2 chains x 2000", 45.8, 808.0),
+    ("cd49d, previous version", 26.3, 1610.0),
+)
+FIT_CACHE_STATES = ("empty", "warm")
+FIT_COLUMNS = (
+    "caches",
+    "repeat",
+    "wall_s",
+    "ess_bulk_min",
+    "ess_per_s",
+    "exit_status",
+    "error_message",
+)
 COLUMNS = (
     "model",
     "sampler",
@@ -135,12 +174,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="let pairs use PyTensor's on-disk compile cache (~/.pytensor, which also holds "
         "PyTensor's Numba cache); by default each pair gets an empty one, so pymc and nutpie "
-        "compile from scratch as numpyro (JAX keeps no disk cache) always does",
+        "compile from scratch as numpyro (JAX keeps no disk cache here) always does; the fit "
+        "command has --fit-caches instead",
     )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        metavar="SECTION",
+        help="what to run: samplers (every model x sampler pair) and/or fit-command (the "
+        "timed `cd49d fit` of positive_rate); default: both",
+    )
+    add_fit_command_options(parser.add_argument_group("fit-command section"))
     parser.add_argument(
         "--one", nargs=2, metavar=("MODEL", "SAMPLER"), help=argparse.SUPPRESS
     )  # internal: measure one pair, print one JSON line
     return parser.parse_args(argv)
+
+
+def add_fit_command_options(group) -> None:
+    """Options of the fit-command section."""
+    group.add_argument(
+        "--fit-repeats",
+        type=int,
+        default=1,
+        help="runs of the fit command per cache state; medians are reported (default: 1)",
+    )
+    group.add_argument(
+        "--fit-caches",
+        choices=(*FIT_CACHE_STATES, "both"),
+        default="both",
+        help="compile caches of the fit command: empty (fresh PyTensor and JAX caches), warm "
+        "(the user's, after one untimed run) or both (default)",
+    )
+    group.add_argument(
+        "--fit-out",
+        type=Path,
+        default=DEFAULT_FIT_OUT,
+        help="CSV of the fit-command runs (default: %(default)s)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,24 +308,10 @@ def child_command(model_name: str, sampler: str, args: argparse.Namespace) -> li
     ]
 
 
-def child_environment(compiledir: str | None) -> dict[str, str]:
-    """This process's environment, with PyTensor's compile cache moved to ``compiledir`` if given.
-
-    PyTensor keeps its C and Numba compile caches under ``base_compiledir`` across processes, so a
-    fresh subprocess alone does not make pymc and nutpie compile from scratch; an empty
-    ``base_compiledir`` does.
-    """
-    env = dict(os.environ)
-    if compiledir is not None:
-        flags = [f for f in env.get("PYTENSOR_FLAGS", "").split(",") if f]
-        env["PYTENSOR_FLAGS"] = ",".join([*flags, f"base_compiledir={compiledir}"])
-    return env
-
-
 def run_pair_in_subprocess(model_name: str, sampler: str, args: argparse.Namespace) -> dict:
     """Measure one pair in a subprocess; a crash, timeout or exception gives an error row."""
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="fit_backends_pytensor_") as compiledir:
+    with tempfile.TemporaryDirectory(prefix="fit_backends_cache_") as compiledir:
         try:
             completed = subprocess.run(
                 child_command(model_name, sampler, args),
@@ -261,7 +320,7 @@ def run_pair_in_subprocess(model_name: str, sampler: str, args: argparse.Namespa
                 timeout=args.timeout,
                 check=False,
                 cwd=REPO_ROOT,
-                env=child_environment(None if args.warm_cache else compiledir),
+                env=bench_common.cache_environment(None if args.warm_cache else Path(compiledir)),
             )
         except subprocess.TimeoutExpired:
             result = {
@@ -334,11 +393,11 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Write every column of every row, creating the parent folder."""
+def write_rows(rows: list[dict], path: Path, columns: tuple[str, ...]) -> None:
+    """Write ``columns`` of every row, creating the parent folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -368,12 +427,145 @@ def report(rows: list[dict], models: list[str], out: Path) -> None:
         print(f"  {model_name}: {verdict}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse options; measure one pair (``--one``) or every pair and report."""
-    args = parse_args(argv)
-    if args.one:
-        run_one_and_print(*args.one, args)
-        return
+# ---------------------------------------------------------------------------------------------
+# Section fit-command: the user's `cd49d fit`, timed, and its minimum bulk ESS
+# ---------------------------------------------------------------------------------------------
+
+
+def fit_command(cohort: Path, out_dir: Path) -> list[str]:
+    """The fit a user runs: ``cd49d fit COHORT --model positive_rate --no-sensitivity``."""
+    executable = Path(sys.executable).with_name("cd49d")
+    return [
+        str(executable),
+        "fit",
+        str(cohort),
+        "--model",
+        "positive_rate",
+        "--no-sensitivity",
+        "--out",
+        str(out_dir),
+    ]
+
+
+def min_bulk_ess(fit_path: Path) -> float:
+    """The smallest bulk ESS over every element of the cell means and SDs in ``fit.nc``."""
+    import arviz as az
+    import xarray as xr
+
+    with xr.open_datatree(fit_path) as tree:
+        posterior = tree["posterior"].to_dataset()[list(FIT_COMMAND_VARIABLES)].load()
+    ess = az.ess(posterior, method="bulk")
+    return min(float(ess[name].min()) for name in FIT_COMMAND_VARIABLES)
+
+
+def run_fit_command(args: argparse.Namespace, repeat: int, caches: str) -> dict:
+    """One timed run of the fit command into a temporary folder; a failure is an error row.
+
+    ``caches`` is ``empty`` (fresh PyTensor and JAX compile caches) or ``warm`` (the user's).
+    """
+    row = {column: None for column in FIT_COLUMNS} | {"repeat": repeat, "caches": caches}
+    with tempfile.TemporaryDirectory(prefix="fit_command_") as workdir:
+        out_dir, cache = Path(workdir) / "fit", Path(workdir) / "cache"
+        env = bench_common.cache_environment(cache if caches == "empty" else None)
+        start = time.perf_counter()
+        try:
+            completed = subprocess.run(
+                fit_command(args.cohort.resolve(), out_dir),
+                capture_output=True,
+                text=True,
+                timeout=args.timeout,
+                check=False,
+                cwd=REPO_ROOT,
+                env=env,
+            )
+        except subprocess.TimeoutExpired:
+            return row | {"error_message": f"no result within --timeout {args.timeout:g} s"}
+        row["wall_s"] = time.perf_counter() - start
+        row["exit_status"] = completed.returncode
+        if completed.returncode != 0:
+            lines = completed.stderr.strip().splitlines()
+            return row | {"error_message": lines[-1] if lines else "(no stderr)"}
+        row["ess_bulk_min"] = min_bulk_ess(out_dir / "fit.nc")
+    row["ess_per_s"] = row["ess_bulk_min"] / row["wall_s"]
+    return row
+
+
+def median_of(rows: list[dict], column: str) -> float | None:
+    """Median of a column over the successful runs, or None if none succeeded."""
+    values = sorted(row[column] for row in rows if row["ess_per_s"] is not None)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def fit_command_comparison(rows: list[dict]) -> list[dict]:
+    """The references, then this run's medians per cache state: wall seconds, ESS, ESS/s."""
+    table = [
+        {"what": what, "wall_s": wall_s, "ess_bulk_min": ess, "ess_per_s": ess / wall_s}
+        for what, wall_s, ess in FIT_COMMAND_REFERENCES
+    ]
+    for caches in FIT_CACHE_STATES:
+        mine = [row for row in rows if row["caches"] == caches]
+        if mine:
+            table.append(
+                {
+                    "what": f"cd49d now, {caches} caches (median of {len(mine)})",
+                    "wall_s": median_of(mine, "wall_s"),
+                    "ess_bulk_min": median_of(mine, "ess_bulk_min"),
+                    "ess_per_s": median_of(mine, "ess_per_s"),
+                }
+            )
+    return table
+
+
+def target_verdict(ess_per_s: float | None) -> str:
+    if ess_per_s is None:
+        return "no successful run"
+    return "met" if ess_per_s >= FIT_COMMAND_TARGET else "NOT met"
+
+
+def report_fit_command(rows: list[dict], args: argparse.Namespace) -> None:
+    """Print the runs, the comparison with the references and the target verdicts."""
+    command = " ".join(fit_command(args.cohort, Path("TMPDIR")))
+    print(f"\nFit command: {command}")
+    print("(caches: empty = fresh PyTensor and JAX compile caches; warm = the user's, filled by")
+    print(" an untimed run first)")
+    print(bench_common.format_table(rows, [c for c in FIT_COLUMNS if c != "error_message"]))
+    for row in rows:
+        if row["error_message"]:
+            print(f"ERROR run {row['repeat']} ({row['caches']}): {row['error_message']}")
+    comparison = fit_command_comparison(rows)
+    print("\nmin bulk ESS (cell means and SDs) per wall-second:")
+    print(bench_common.format_table(comparison, ["what", "wall_s", "ess_bulk_min", "ess_per_s"]))
+    for row in comparison[len(FIT_COMMAND_REFERENCES) :]:
+        print(
+            f"target >= {FIT_COMMAND_TARGET:g}, {row['what']}: {target_verdict(row['ess_per_s'])}"
+        )
+    print(f"Runs written to {args.fit_out}")
+
+
+def run_fit_command_section(args: argparse.Namespace) -> None:
+    """``--fit-repeats`` timed runs of the fit command per cache state, then the report and
+    the CSV. Warm runs follow one untimed run that fills the user's caches."""
+    states = FIT_CACHE_STATES if args.fit_caches == "both" else (args.fit_caches,)
+    rows = []
+    for caches in states:
+        if caches == "warm":
+            print("cd49d fit, untimed run filling the user's caches ...", flush=True)
+            run_fit_command(args, -1, caches)
+        for repeat in range(args.fit_repeats):
+            print(f"cd49d fit, {caches} caches, run {repeat + 1} ...", end=" ", flush=True)
+            row = run_fit_command(args, repeat, caches)
+            status = row["error_message"] or f"{row['wall_s']:.1f} s, {row['ess_per_s']:.1f} ESS/s"
+            print(status, flush=True)
+            rows.append(row)
+    write_rows(rows, args.fit_out, FIT_COLUMNS)
+    report_fit_command(rows, args)
+
+
+def run_samplers_section(args: argparse.Namespace) -> None:
+    """Every (model, sampler) pair in its own subprocess, then the table and the CSV."""
     rows = []
     for model_name in args.models:
         for sampler in args.samplers:
@@ -382,8 +574,20 @@ def main(argv: list[str] | None = None) -> None:
             status = row["error_type"] or f"{row['wall_s']:.1f} s, {row['ess_per_s']:.1f} ESS/s"
             print(status, flush=True)
             rows.append(row)
-    write_csv(rows, args.out)
+    write_rows(rows, args.out, COLUMNS)
     report(rows, args.models, args.out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse options; measure one pair (``--one``) or run the sections asked for."""
+    args = parse_args(argv)
+    if args.one:
+        run_one_and_print(*args.one, args)
+        return
+    if "samplers" in args.sections:
+        run_samplers_section(args)
+    if "fit-command" in args.sections:
+        run_fit_command_section(args)
 
 
 if __name__ == "__main__":

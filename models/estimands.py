@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from models.chain_stats import TAIL_PROBS
 from models.schema import NAIVE_GROUP, TREATED_GROUP, CohortSpec
 
 CI_PROB = 0.95
@@ -70,7 +71,8 @@ def summarise(name: str, draws: xr.DataArray) -> pd.DataFrame:
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # a constant estimand has NaN R-hat
         rhat = az.rhat(draws)
-        ess_bulk, ess_tail = az.ess(draws, method="bulk"), az.ess(draws, method="tail")
+        ess_bulk = az.ess(draws, method="bulk")
+        ess_tail = az.ess(draws, method="tail", prob=TAIL_PROBS)  # explicit: not ArviZ's 0.89
     flat = draws.stack(sample=("chain", "draw"))
     other_dims = [d for d in flat.dims if d != "sample"]
     keys = (

@@ -5,9 +5,13 @@ In brms notation
 
 .. math::
 
-    \mathrm{logit}\, p_{is} = \beta_{g(i),s} + \tau_b z_i + \tau_c z_{is}, \qquad
-    z \sim N(0, 1) \text{ (non-centred)}, \qquad
-    n^{+}_{is} \sim \mathrm{Binomial}(n_{is}, p_{is}).
+    \mathrm{logit}\, p_{is} = \eta_{is}, \qquad
+    \eta_{i\cdot} \sim \mathrm{Normal}_3\!\left(\beta_{g(i)\cdot},\ \tau_c^2 I + \tau_b^2 J\right),
+    \qquad n^{+}_{is} \sim \mathrm{Binomial}(n_{is}, p_{is}),
+
+the subject effect :math:`\tau_b` and subject x subset effect :math:`\tau_c` of the formula as
+one centred vector per subject (``models.effects``: the same model, parameterised so that NUTS
+takes a few leapfrog steps per draw).
 
 Priors: ``beta ~ Normal(0, 1.5)`` per group x subset cell (weakly informative on the logit scale:
 rates from about 5% to 95% a priori, the issue's specification); ``tau_subject, tau_subject_subset
@@ -26,7 +30,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from models.data import Cohort
-from models.effects import add_subject_effects
+from models.effects import add_subject_predictors
 from models.likelihood import add_rate_likelihood
 
 #: Gauss-Hermite nodes for averaging over subject effects.
@@ -58,8 +62,9 @@ def build_model(
     Returns
     -------
     pymc.Model
-        With dims ``subject``, ``subset`` and ``group``; ``positive_rate_subject`` and
-        ``pct_pos`` are deterministics.
+        With dims ``subject``, ``subset`` and ``group``; ``subject_logit`` (per patient) is
+        the centred subject vector, ``positive_rate_subject`` and ``pct_pos`` are
+        deterministics.
     """
     priors = priors or PositiveRatePriors()
     index = cohort.index_arrays()
@@ -67,11 +72,13 @@ def build_model(
         cell_mean = pm.Normal("cell_mean_logit", 0.0, priors.cell_mean_sd, dims=("group", "subset"))
         tau_subject = pm.HalfNormal("tau_subject", priors.tau_sd)
         tau_subject_subset = pm.HalfNormal("tau_subject_subset", priors.tau_sd)
-        subject_z, subject_subset_z = add_subject_effects(model, cohort)
-        eta = (
-            cell_mean[index["subject_group"]]
-            + tau_subject * subject_z[:, None]
-            + tau_subject_subset * subject_subset_z
+        eta = add_subject_predictors(
+            model,
+            cohort,
+            cell_mean[index["subject_group"]],
+            tau_subject,
+            tau_subject_subset,
+            name="subject_logit",
         )
         rate = pm.Deterministic(
             "positive_rate_subject", pm.math.invlogit(eta), dims=("subject", "subset")

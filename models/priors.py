@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 #: Receptor occupancy under natalizumab is bounded to [SATURATION_FLOOR, 1]: the study's
 #: background claim that natalizumab binds 60-100% of alpha4-integrin.
 SATURATION_FLOOR = 0.6
 SATURATION_SPAN = 1.0 - SATURATION_FLOOR
-
-
-def saturation_to_unit(saturation: float) -> float:
-    """Map occupancy in [0.6, 1] to the unit interval the Beta prior lives on."""
-    return (saturation - SATURATION_FLOOR) / SATURATION_SPAN
 
 
 @dataclass(frozen=True)
@@ -29,26 +26,47 @@ class SaturationPriors:
         ``location_probit[baseline_group, subset] ~ Normal(0, 1.5)``: probit of the median
         subject's positive rate; +-1.5 spans rates of about 7-93%, weakly informative
         (assumption).
-    sigma_log_median, sigma_log_sd
-        ``sigma ~ LogNormal(log 1.5, 0.5)``: spread of log CD49d within a gate, one for all
-        subsets; flow cytometric surface markers span one to two decades (assumption). It
-        converts the multiplicative loss of CD49d into probit units.
     tau_subject_sd, tau_subject_subset_sd
         ``tau ~ HalfNormal(0.5)`` in probit units: between-subject and subject x subset spread;
         0.5 probit is about 20 percentage points around 50% (assumption, weakly informative).
-    saturation_mean_alpha, saturation_mean_beta
-        Population mean occupancy on the unit scale of [0.6, 1]: ``Beta(6.75, 3.25)`` has mean
-        0.675, i.e. occupancy 0.87: the SID trough mean of Foley 2019 (A3, 87.4%); its 95%
-        interval (occupancy about 0.73-0.97) covers Oppermann's 75% (A4) and Derfuss' 91-95%
-        medians (A2).
-    saturation_concentration_log_median, saturation_concentration_log_sd
-        ``concentration ~ LogNormal(log 10, 0.5)``: between-patient heterogeneity of occupancy;
-        10 gives a between-patient SD of about 0.06 in occupancy, in line with the 80-100%
-        range under 4-weekly dosing (A6); assumption.
+    saturation_logit_mean_mu, saturation_logit_mean_sd
+        A patient's occupancy is ``0.6 + 0.4 logistic(mu + omega z)``, ``z ~ N(0, 1)``;
+        ``mu ~ Normal(0.92, 0.77)`` gives the population mean occupancy a prior median of 0.877
+        and 95% interval 0.75-0.96: Foley 2019's SID trough mean of 87.4% (A3), covering
+        Oppermann's 75% (A4) and Derfuss' 91-95% medians (A2). Chosen
+        (``scripts/calibrate_saturation_priors.py``) to match the quantiles of the earlier
+        ``Beta(6.75, 3.25)`` prior of the mean.
+    saturation_logit_sd_log_median, saturation_logit_sd_log_sd
+        ``omega ~ LogNormal(log 0.76, 0.2)``: between-patient spread of occupancy, a prior median
+        SD of 0.057 in occupancy (95% interval 0.025-0.084), in line with the 80-100% range
+        under 4-weekly dosing (A6); matched to the earlier Beta concentration
+        ``LogNormal(log 10, 0.5)`` (assumption). Non-centred because the data say little about a
+        single patient's occupancy: the centred Beta hierarchy mixed badly (R-hat 1.03 at 4x
+        the study size).
     kappa_alpha, kappa_beta
         ``kappa ~ Beta(7, 3)`` (mean 0.7): fraction of detectable CD49d lost per unit occupancy.
         Wipfler 2011 reports a 62% fall of detectable alpha4 MFI on T cells at trough (B1, C);
         at occupancy 0.87 that is kappa = 0.62 / 0.87 = 0.71.
+    kappa_logit_mean_mu, kappa_logit_mean_sd, kappa_logit_sd_sd
+        One kappa per subset (``saturation_per_subset``): ``logit kappa_s = mu + omega z_s``,
+        ``mu ~ Normal(0.96, 0.49)``, ``omega ~ HalfNormal(0.5)``, ``z_s ~ N(0, 1)``. Each
+        kappa_s then has the quantiles of ``Beta(7, 3)`` (2.5%, 50%, 97.5%: 0.39, 0.72, 0.91
+        against 0.40, 0.71, 0.92), and two subsets' kappas differ with SD 0.13 (independent
+        ``Beta(7, 3)``: 0.20); a shared kappa is ``omega = 0``
+        (``scripts/calibrate_saturation_priors.py``). Independent Beta priors left the common
+        level of the kappas, which positive rates inform through the priors alone, on a ridge:
+        bulk ESS about 330 of 4000 draws at 4x the study size.
+    mean_shift_log_median, mean_shift_log_sd
+        ``delta ~ LogNormal(-0.46, 0.62)``: the loss of probit location of treated patients
+        averaged over the occupancy distribution, ``delta = -E log(1 - kappa rho) / sigma``
+        (reference subset when kappa is per subset); prior median 0.63, 95% interval 0.18-2.07.
+        The data identify delta; ``sigma`` (the SD of log CD49d within a gate) follows as
+        ``-E log(1 - kappa rho) / delta``. Matched to the shift implied by the earlier
+        ``sigma ~ LogNormal(log 1.5, 0.5)`` (flow-cytometric surface markers span one to two
+        decades; assumption) with the kappa and occupancy priors
+        (``scripts/calibrate_saturation_priors.py``). Sampling delta rather than sigma removes
+        the kappa-sigma ridge along which the positive rates are flat (bulk ESS about 240 of
+        4000 draws at 10x the study size).
     saturation_assay_sd
         SD of a lab's measured occupancy around the true one (fixed, 0.05): assay noise of
         MFI-ratio methods; Oppermann's 95% CI of 72-78% for a median of 75% (A4); assumption.
@@ -58,16 +76,19 @@ class SaturationPriors:
     """
 
     location_probit_sd: float = 1.5
-    sigma_log_median: float = 1.5
-    sigma_log_sd: float = 0.5
     tau_subject_sd: float = 0.5
     tau_subject_subset_sd: float = 0.5
-    saturation_mean_alpha: float = 6.75
-    saturation_mean_beta: float = 3.25
-    saturation_concentration_log_median: float = 10.0
-    saturation_concentration_log_sd: float = 0.5
+    saturation_logit_mean_mu: float = 0.92
+    saturation_logit_mean_sd: float = 0.77
+    saturation_logit_sd_log_median: float = 0.76
+    saturation_logit_sd_log_sd: float = 0.2
     kappa_alpha: float = 7.0
     kappa_beta: float = 3.0
+    kappa_logit_mean_mu: float = 0.96
+    kappa_logit_mean_sd: float = 0.49
+    kappa_logit_sd_sd: float = 0.5
+    mean_shift_log_median: float = float(np.exp(-0.46))
+    mean_shift_log_sd: float = 0.62
     saturation_assay_sd: float = 0.05
     uniform_saturation: bool = False
 

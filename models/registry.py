@@ -1,9 +1,12 @@
-"""The fittable models by name, each a builder from ``(cohort, prior_set, observed)`` to a model."""
+"""The fittable models by name, each a builder from ``(cohort, prior_set, observed)`` to a model.
+
+``overrides`` replaces single prior values (a dict of the prior dataclass's fields).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pymc as pm
 
@@ -23,34 +26,50 @@ class ModelSpec:
     uses_saturation: bool
 
 
-def saturation_priors(prior_set: str) -> SaturationPriors:
+def saturation_priors(prior_set: str, overrides: dict | None = None) -> SaturationPriors:
+    """A named prior set, with individual values replaced (``overrides``: e.g. the deliberately
+    wrong priors of an SBC check)."""
     if prior_set not in PRIOR_SETS:
         raise ValueError(f"unknown prior set {prior_set!r}: choose from {', '.join(PRIOR_SETS)}")
-    return SaturationPriors(uniform_saturation=prior_set == "uniform_saturation")
+    priors = SaturationPriors(uniform_saturation=prior_set == "uniform_saturation")
+    return replace(priors, **(overrides or {}))
 
 
-def _positive_rate(cohort: Cohort, prior_set: str = "default", *, observed: bool = True):
+def only_default(name: str, prior_set: str) -> None:
     if prior_set != "default":
-        raise ValueError("the positive_rate model has only the 'default' prior set")
-    return positive_rate.build_model(cohort, observed=observed)
+        raise ValueError(f"the {name} model has only the 'default' prior set")
+
+
+def _positive_rate(
+    cohort: Cohort, prior_set: str = "default", *, observed: bool = True, overrides=None
+):
+    only_default("positive_rate", prior_set)
+    priors = replace(positive_rate.PositiveRatePriors(), **(overrides or {}))
+    return positive_rate.build_model(cohort, priors, observed=observed)
 
 
 def _saturation(kappa: saturation.KappaVariant):
-    def build(cohort: Cohort, prior_set: str = "default", *, observed: bool = True):
+    def build(cohort: Cohort, prior_set: str = "default", *, observed: bool = True, overrides=None):
         return saturation.build_model(
-            cohort, saturation_priors(prior_set), kappa=kappa, observed=observed
+            cohort, saturation_priors(prior_set, overrides), kappa=kappa, observed=observed
         )
 
     return build
 
 
-def _exacerbation(cohort: Cohort, prior_set: str = "default", *, observed: bool = True):
-    return exacerbation.build_model(cohort, saturation_priors(prior_set), observed=observed)
+def _exacerbation(
+    cohort: Cohort, prior_set: str = "default", *, observed: bool = True, overrides=None
+):
+    priors = saturation_priors(prior_set, overrides)
+    return exacerbation.build_model(cohort, priors, observed=observed)
 
 
-def _exacerbation_logit(cohort: Cohort, prior_set: str = "default", *, observed: bool = True):
-    if prior_set != "default":
-        raise ValueError("the exacerbation_logit model has only the 'default' prior set")
+def _exacerbation_logit(
+    cohort: Cohort, prior_set: str = "default", *, observed: bool = True, overrides=None
+):
+    only_default("exacerbation_logit", prior_set)
+    if overrides:
+        raise ValueError("the exacerbation_logit model takes no prior overrides")
     return exacerbation.build_model(cohort, rates="positive_rate", observed=observed)
 
 

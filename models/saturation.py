@@ -2,39 +2,47 @@ r"""Latent-expression model of CD49d positive rates under natalizumab (the mecha
 
 For subject :math:`i` and T-cell subset :math:`s`, the log surface CD49d of a cell is
 :math:`\mathrm{Normal}(\mu_{is}, \sigma)`; a cell counts as CD49d+ above the gate (log gate 0),
-so the positive rate is :math:`p_{is} = \Phi(\mu_{is} / \sigma)`, with
+so the positive rate is :math:`p_{is} = \Phi(\eta_{is})` with :math:`\eta = \mu / \sigma`
+(probit units), and
 
 .. math::
 
-    \mu_{is} = m_{h(i),s} + b_i + c_{is} + T_i \log(1 - \kappa_s \rho_i), \qquad
-    b_i \sim N(0, \tau_b),\ c_{is} \sim N(0, \tau_c) \text{ (non-centred)},
+    \eta_{i\cdot} \sim \mathrm{Normal}_K\!\left(a_{h(i)\cdot} + T_i\, d_{i\cdot},\
+        \tau_c^2 I + \tau_b^2 J\right), \qquad
+    d_{is} = \log(1 - \kappa_s \rho_i) / \sigma, \qquad
+    n^{+}_{is} \sim \mathrm{Binomial}(n_{is}, p_{is}),
 
-    \rho_i = 0.6 + 0.4\,u_i,\ u_i \sim \mathrm{Beta}(\bar u \phi, (1 - \bar u)\phi), \qquad
-    n^{+}_{is} \sim \mathrm{Binomial}(n_{is}, p_{is}).
+    \rho_i = 0.6 + 0.4\,\mathrm{logit}^{-1}(\mu_u + \omega z_i),\ z_i \sim N(0, 1), \qquad
+    \sigma = -\mathrm{E}_\rho \log(1 - \kappa_{\mathrm{ref}} \rho) / \delta.
 
 :math:`h(i)` is the subject's *baseline group*: its own group, except that natalizumab-treated
 patients (:math:`T_i = 1`) take the MS_naive location. The drug acts only through
-:math:`\log(1 - \kappa_s \rho_i)`; a free MS_NTZ location would absorb that shift and leave
-:math:`\kappa` and :math:`\rho` informed by their priors alone. :math:`\rho_i` is receptor
-occupancy, :math:`\kappa_s` the fraction of detectable CD49d lost per unit occupancy (masking plus
+:math:`d_{is}`; a free MS_NTZ location would absorb that shift and leave :math:`\kappa` and
+:math:`\rho` informed by their priors alone. :math:`\rho_i` is receptor occupancy,
+:math:`\kappa_s` the fraction of detectable CD49d lost per unit occupancy (masking plus
 down-modulation), shared by all subsets (``kappa="shared"``) or one per subset
-(``kappa="per_subset"``). The spread :math:`\sigma` is one for all subsets, so that the shared-kappa
-variant means exactly "the same multiplicative loss everywhere; subsets differ only in where their
-expression sits relative to the gate".
+(``kappa="per_subset"``). The spread :math:`\sigma` is one for all subsets, so that the
+shared-kappa variant means exactly "the same multiplicative loss everywhere; subsets differ only
+in where their expression sits relative to the gate".
 
-Parameterisation: rates only identify quantities in units of :math:`\sigma`, so the model samples
-the probit-scale location :math:`a = m / \sigma` (``location_probit``) and subject SDs
-:math:`\tau / \sigma` (``tau_subject``, ``tau_subject_subset``, probit units); :math:`\sigma` then
-enters only the treatment shift :math:`\log(1 - \kappa_s \rho_i) / \sigma`. From positive rates
-alone :math:`\sigma`, :math:`\kappa` and :math:`\rho` are identified only through that shift
-(their split comes from the priors); a measured occupancy (``saturation_measured``,
-:math:`\mathrm{Normal}(\rho_i, 0.05)`) separates :math:`\rho`. Rows with only a percentage use
-``models.likelihood``'s logit-normal.
+Parameterisation (the same model, arranged for the sampler):
 
-``pct_pos[group, subset]`` is the population-average positive rate: over subject effects by the
-probit-normal identity :math:`E\,\Phi(a + e) = \Phi(a / \sqrt{1 + \tau_b^2 + \tau_c^2})` (probit
-units), and for MS_NTZ also over the occupancy distribution (Gauss-Legendre quadrature).
-Priors and their sources: ``models.priors.SaturationPriors``.
+- location :math:`a` and subject SDs are in probit units (``location_probit``, ``tau_subject``,
+  ``tau_subject_subset``); each subject's row of predictors is one centred vector
+  (``subject_probit``, ``models.effects``);
+- occupancy is non-centred (``saturation_z``), because the data say little about a single
+  patient's occupancy;
+- the model samples :math:`\delta` (``mean_probit_shift``), the treated patients' average loss
+  of probit location (reference subset), which the positive rates identify, and derives
+  :math:`\sigma`; :math:`\kappa`, :math:`\sigma` and occupancy are identified only through
+  :math:`\delta` (their split comes from the priors), and a measured occupancy
+  (``saturation_measured``, :math:`\mathrm{Normal}(\rho_i, 0.05)`) separates :math:`\rho`.
+
+Rows with only a percentage use ``models.likelihood``'s logit-normal. ``pct_pos[group, subset]``
+is the population-average positive rate: over subject effects by the probit-normal identity
+:math:`E\,\Phi(a + e) = \Phi(a / \sqrt{1 + \tau_b^2 + \tau_c^2})`, and for MS_NTZ also over the
+occupancy distribution (Gauss-Hermite quadrature in :math:`z`). Priors and their sources:
+``models.priors.SaturationPriors``.
 """
 
 from __future__ import annotations
@@ -44,17 +52,25 @@ from typing import Literal
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from scipy import optimize
+from scipy.special import expit, logit
 
 from models.data import Cohort
-from models.effects import add_subject_effects
+from models.effects import add_subject_predictors
 from models.likelihood import add_rate_likelihood
 from models.priors import SATURATION_FLOOR, SATURATION_SPAN, SaturationPriors
 from models.schema import GROUPS, NAIVE_GROUP, TREATED_GROUP
 
 KappaVariant = Literal["shared", "per_subset"]
 BASELINE_GROUPS: tuple[str, ...] = tuple(g for g in GROUPS if g != TREATED_GROUP)
-#: Gauss-Legendre nodes for averaging over the occupancy distribution.
-QUADRATURE_NODES = 48
+#: Gauss-Hermite nodes for averaging over the occupancy distribution (standard-normal z).
+HERMITE_NODES, HERMITE_WEIGHTS = np.polynomial.hermite_e.hermegauss(32)
+HERMITE_WEIGHTS = HERMITE_WEIGHTS / HERMITE_WEIGHTS.sum()
+#: Gauss-Legendre nodes on [0, 1] for the uniform-occupancy prior set.
+LEGENDRE_NODES, LEGENDRE_WEIGHTS = np.polynomial.legendre.leggauss(32)
+LEGENDRE_NODES, LEGENDRE_WEIGHTS = (LEGENDRE_NODES + 1) / 2, LEGENDRE_WEIGHTS / 2
+#: A mean log-loss closer to 0 than this is treated as "no loss" (kappa = 0, the null).
+NO_LOSS = 1e-12
 
 
 def build_model(
@@ -81,8 +97,8 @@ def build_model(
     -------
     pymc.Model
         With dims ``subject``, ``subset``, ``group``, ``baseline_group`` and ``treated_subject``;
-        ``positive_rate_subject`` (subject, subset) and ``pct_pos`` (group, subset) are
-        deterministics.
+        ``positive_rate_subject`` (subject, subset), ``pct_pos`` (group, subset), ``sigma``,
+        ``saturation`` and ``saturation_mean`` are deterministics.
     """
     priors = priors or SaturationPriors()
     with pm.Model(coords=model_coords(cohort)) as model:
@@ -116,90 +132,108 @@ def add_latent_expression(
     """Location, spread, subject effects and occupancy; returns the (subject, subset) rates."""
     subjects = model.coords["subject"]
     treated_index = np.array([subjects.index(t) for t in model.coords["treated_subject"]], int)
+    reference = list(model.coords["subset"]).index(cohort.spec.reference_subset)
     location = pm.Normal(
         "location_probit", 0.0, priors.location_probit_sd, dims=("baseline_group", "subset")
     )
-    sigma = pm.LogNormal("sigma", np.log(priors.sigma_log_median), priors.sigma_log_sd)
     tau_subject = pm.HalfNormal("tau_subject", priors.tau_subject_sd)
     tau_subject_subset = pm.HalfNormal("tau_subject_subset", priors.tau_subject_subset_sd)
-    subject_z, subject_subset_z = add_subject_effects(model, cohort)
-    saturation, occupancy_density = add_saturation(priors)
-    kappa_value = add_kappa(priors, kappa)
-
-    probit_shift = pt.zeros((len(subjects), len(model.coords["subset"])))
-    probit_shift = pt.set_subtensor(
-        probit_shift[treated_index], pt.log1p(-kappa_value * saturation[:, None]) / sigma
+    saturation, occupancy = add_saturation(priors)
+    kappa_value = add_kappa(priors, kappa)  # scalar or (1, subset)
+    log_loss = pt.log1p(-kappa_value * occupancy[:, None])  # (node, 1 or subset)
+    reference_column = reference if kappa == "per_subset" else 0
+    mean_loss = pt.minimum(mean_over_occupancy(log_loss, priors)[reference_column], -NO_LOSS)
+    mean_shift = pm.LogNormal(
+        "mean_probit_shift", np.log(priors.mean_shift_log_median), priors.mean_shift_log_sd
     )
-    probit = (
-        location[baseline_group_codes(cohort)]
-        + tau_subject * subject_z[:, None]
-        + tau_subject_subset * subject_subset_z
-        + probit_shift
+    sigma = pm.Deterministic("sigma", -mean_loss / mean_shift)
+    shift = pt.log1p(-kappa_value * saturation[:, None]) / sigma  # (treated, 1 or subset)
+    n_subsets = len(model.coords["subset"])
+    sample_mean = location[baseline_group_codes(cohort)]
+    sample_mean = pt.inc_subtensor(
+        sample_mean[treated_index], pt.broadcast_to(shift, (len(treated_index), n_subsets))
+    )
+    probit = add_subject_predictors(
+        model, cohort, sample_mean, tau_subject, tau_subject_subset, name="subject_probit"
     )
     rate = pm.Deterministic(
         "positive_rate_subject", pm.math.invprobit(probit), dims=("subject", "subset")
     )
     total_sd = pt.sqrt(1.0 + tau_subject**2 + tau_subject_subset**2)
-    add_population_rates(location, sigma, total_sd, kappa_value, occupancy_density)
+    treated_location = location[BASELINE_GROUPS.index(NAIVE_GROUP)][None, :] + log_loss / sigma
+    treated_rate = mean_over_occupancy(pm.math.invprobit(treated_location / total_sd), priors)
+    add_population_rates(location, total_sd, treated_rate)
     return rate
 
 
-def add_population_rates(location, sigma, total_sd, kappa_value, occupancy_density) -> None:
+def add_population_rates(location, total_sd, treated_rate) -> None:
     """``pct_pos[group, subset]``: population-average positive rates (fractions)."""
     untreated = pm.math.invprobit(location / total_sd)  # (baseline_group, subset)
-    nodes, weights = occupancy_density
-    occupancy = SATURATION_FLOOR + SATURATION_SPAN * nodes  # (node,)
-    shifted = (
-        location[BASELINE_GROUPS.index(NAIVE_GROUP)][None, :]
-        + pt.log1p(-kappa_value * occupancy[:, None]) / sigma
-    )
-    treated = (weights[:, None] * pm.math.invprobit(shifted / total_sd)).sum(axis=0)
-    rows = [untreated[BASELINE_GROUPS.index(g)] if g != TREATED_GROUP else treated for g in GROUPS]
+    rows = [
+        untreated[BASELINE_GROUPS.index(g)] if g != TREATED_GROUP else treated_rate for g in GROUPS
+    ]
     pm.Deterministic("pct_pos", pt.stack(rows), dims=("group", "subset"))
 
 
-def add_saturation(priors: SaturationPriors):
-    """Per-patient occupancy in [0.6, 1], and quadrature of the population occupancy density.
+def mean_over_occupancy(values: pt.TensorVariable, priors: SaturationPriors) -> pt.TensorVariable:
+    """Average over the population occupancy distribution of values given at its nodes (axis 0)."""
+    weights = LEGENDRE_WEIGHTS if priors.uniform_saturation else HERMITE_WEIGHTS
+    return (weights[:, None] * values).sum(axis=0)
+
+
+def add_saturation(priors: SaturationPriors) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """Per-patient occupancy in [0.6, 1] and the population occupancy at the quadrature nodes.
 
     Returns
     -------
     tuple
-        The ``saturation`` deterministic (treated_subject) and (nodes, weights) on the unit
-        scale, the weights summing to 1 under the population occupancy distribution.
+        The ``saturation`` deterministic (treated_subject) and occupancy at the nodes of
+        ``mean_over_occupancy`` (also the deterministic ``saturation_mean``, their mean).
     """
-    nodes, legendre_weights = np.polynomial.legendre.leggauss(QUADRATURE_NODES)
-    nodes, legendre_weights = (nodes + 1) / 2, legendre_weights / 2
     if priors.uniform_saturation:
         unit = pm.Uniform("saturation_unit", 0.0, 1.0, dims="treated_subject")
-        weights = pt.as_tensor(legendre_weights)
-        pm.Deterministic("saturation_mean", pt.as_tensor(SATURATION_FLOOR + SATURATION_SPAN * 0.5))
+        node_unit = pt.as_tensor(LEGENDRE_NODES)
     else:
-        mean_unit = pm.Beta(
-            "saturation_mean_unit", priors.saturation_mean_alpha, priors.saturation_mean_beta
+        logit_mean = pm.Normal(
+            "saturation_logit_mean",
+            priors.saturation_logit_mean_mu,
+            priors.saturation_logit_mean_sd,
         )
-        concentration = pm.LogNormal(
-            "saturation_concentration",
-            np.log(priors.saturation_concentration_log_median),
-            priors.saturation_concentration_log_sd,
+        logit_sd = pm.LogNormal(
+            "saturation_logit_sd",
+            np.log(priors.saturation_logit_sd_log_median),
+            priors.saturation_logit_sd_log_sd,
         )
-        alpha, beta = mean_unit * concentration, (1.0 - mean_unit) * concentration
-        unit = pm.Beta("saturation_unit", alpha, beta, dims="treated_subject")
-        density = pt.exp(pm.logp(pm.Beta.dist(alpha, beta), pt.as_tensor(nodes)))
-        weights = legendre_weights * density
-        weights = weights / weights.sum()
-        pm.Deterministic("saturation_mean", SATURATION_FLOOR + SATURATION_SPAN * mean_unit)
+        z = pm.Normal("saturation_z", 0.0, 1.0, dims="treated_subject")
+        unit = pm.math.invlogit(logit_mean + logit_sd * z)
+        node_unit = pm.math.invlogit(logit_mean + logit_sd * HERMITE_NODES)
+    occupancy = SATURATION_FLOOR + SATURATION_SPAN * node_unit
+    pm.Deterministic("saturation_mean", mean_over_occupancy(occupancy[:, None], priors)[0])
     saturation = pm.Deterministic(
         "saturation", SATURATION_FLOOR + SATURATION_SPAN * unit, dims="treated_subject"
     )
-    return saturation, (pt.as_tensor(nodes), weights)
+    return saturation, occupancy
 
 
 def add_kappa(priors: SaturationPriors, variant: KappaVariant) -> pt.TensorVariable:
-    """Detectable CD49d lost per unit occupancy: scalar, or a row vector over subsets."""
+    """Detectable CD49d lost per unit occupancy: scalar, or a row vector over subsets.
+
+    Per subset, ``logit kappa_s = mu + omega z_s`` (partial pooling, non-centred): a shared
+    kappa is the special case ``omega = 0``, and the common level ``mu``, which the rates
+    inform only through the prior, is one direction of the posterior instead of a ridge along
+    which every ``kappa_s`` moves together.
+    """
     if variant == "shared":
         return pm.Beta("kappa", priors.kappa_alpha, priors.kappa_beta)
     if variant == "per_subset":
-        return pm.Beta("kappa", priors.kappa_alpha, priors.kappa_beta, dims="subset")[None, :]
+        mean = pm.Normal(
+            "kappa_logit_mean", priors.kappa_logit_mean_mu, priors.kappa_logit_mean_sd
+        )
+        spread = pm.HalfNormal("kappa_logit_sd", priors.kappa_logit_sd_sd)
+        z = pm.Normal("kappa_z", 0.0, 1.0, dims="subset")
+        return pm.Deterministic("kappa", pm.math.invlogit(mean + spread * z), dims="subset")[
+            None, :
+        ]
     raise ValueError(f"unknown kappa variant {variant!r}: use 'shared' or 'per_subset'")
 
 
@@ -220,3 +254,48 @@ def add_measured_saturation(
         sigma=priors.saturation_assay_sd,
         observed=treated.loc[measured, "saturation_measured"].to_numpy(dtype=float),
     )
+
+
+# --- natural units <-> the model's free variables ---------------------------------------------
+
+
+def occupancy_moments(logit_mean: float, logit_sd: float) -> tuple[float, float]:
+    """Population mean and between-patient SD of occupancy under the logit-normal."""
+    unit = expit(logit_mean + logit_sd * HERMITE_NODES)
+    occupancy = SATURATION_FLOOR + SATURATION_SPAN * unit
+    mean = float(HERMITE_WEIGHTS @ occupancy)
+    return mean, float(np.sqrt(HERMITE_WEIGHTS @ (occupancy - mean) ** 2))
+
+
+def occupancy_logit_parameters(mean: float, sd: float) -> tuple[float, float]:
+    """The logit-normal's ``(saturation_logit_mean, saturation_logit_sd)`` for a population
+    mean occupancy in (0.6, 1) and a between-patient SD (both in occupancy units).
+
+    Raises
+    ------
+    ValueError
+        If no logit-normal on [0.6, 1] has these moments.
+    """
+    if not SATURATION_FLOOR < mean < 1.0 or not 0.0 < sd < SATURATION_SPAN / 2:
+        raise ValueError(f"no occupancy distribution on [0.6, 1] has mean {mean} and SD {sd}")
+
+    def gap(params):
+        got = occupancy_moments(params[0], np.exp(params[1]))
+        return [got[0] - mean, got[1] - sd]
+
+    unit = (mean - SATURATION_FLOOR) / SATURATION_SPAN
+    start = [logit(unit), np.log(sd / SATURATION_SPAN / (unit * (1 - unit)))]
+    solution = optimize.root(gap, start, method="hybr")
+    if not solution.success or max(abs(v) for v in gap(solution.x)) > 1e-8:
+        raise ValueError(f"no occupancy distribution on [0.6, 1] has mean {mean} and SD {sd}")
+    return float(solution.x[0]), float(np.exp(solution.x[1]))
+
+
+def mean_probit_shift(
+    sigma: float, kappa: float | np.ndarray, logit_mean: float, logit_sd: float, reference: int
+) -> float:
+    """``delta = -E log(1 - kappa_ref rho) / sigma`` for natural-unit parameters (0 if kappa_ref
+    is 0: no loss)."""
+    kappa_ref = float(np.ravel(kappa)[reference] if np.ndim(kappa) else kappa)
+    occupancy = SATURATION_FLOOR + SATURATION_SPAN * expit(logit_mean + logit_sd * HERMITE_NODES)
+    return float(-(HERMITE_WEIGHTS @ np.log1p(-kappa_ref * occupancy)) / sigma)

@@ -1,13 +1,16 @@
 """Analyse, Bayesian: refit the plan's analysis model to each simulated trial, gated.
 
 The analysis model (``analysis.bayesian.model``; default ``positive_rate`` for the rate
-endpoints, ``exacerbation`` for the prognostic one) and its prior set are the plan's, separate
-from the design prior that generated the data. The model is built and compiled by nutpie once
-per cell and process (``models.fit.RefitSampler``); each trial only swaps the data
-(``n_cells``, ``observed_n_cd49d_pos``, ``observed_exacerbation``) and samples.
+endpoints, ``exacerbation_logit`` for the prognostic one) and its prior set are the plan's,
+separate from the design prior that generated the data. The model is built and compiled once
+per design (``n``) and process; each trial only swaps the data (``n_cells``,
+``observed_n_cd49d_pos``, ``observed_exacerbation``). Two backends
+(``analysis.bayesian.backend``):
 
-``analyse_batch`` takes a batch of trials, the unit a batched backend (one vectorised fitting
-call for many replicates) will replace.
+- ``batch`` (the default): ``models.batch.BatchSampler``, the model's graph compiled to JAX
+  and fitted to a whole batch of trials at once, every dataset gated;
+- ``nutpie``: one nutpie call per trial (``models.fit.RefitSampler``), kept for comparison
+  (``benchmarks/power_throughput.py``).
 
 Decision rules on the endpoint ``theta`` (log ratio fold change, differential reduction, or
 exacerbation log odds ratio), one result row each:
@@ -28,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from models.batch import BatchSampler, BatchSettings
 from models.data import Cohort
 from models.diagnostics import Thresholds
 from models.estimands import estimand_draws
@@ -38,6 +42,12 @@ from simulations.plan import Bayesian, Plan
 from simulations.trials import cohort_config
 
 INTERVAL_PROB = 0.95
+#: Warmup and target acceptance of each backend when the plan leaves them out: the batch
+#: backend starts from a Laplace approximation (``models.batch``), nutpie from scratch.
+BACKEND_DEFAULTS = {
+    "batch": {"tune": 150, "target_accept": 0.8},
+    "nutpie": {"tune": 1000, "target_accept": 0.9},
+}
 
 
 def endpoint_draws(posterior, spec, endpoint: str) -> np.ndarray:
@@ -99,7 +109,7 @@ def failed_rows(endpoints, rules: Bayesian, status: str, error_type: str, messag
 
 
 class BayesianAnalysis:
-    """The plan's analysis model for one cell, compiled once, refitted per trial."""
+    """The plan's analysis model for one design, compiled once, refitted to each trial."""
 
     def __init__(self, plan: Plan, template: pd.DataFrame) -> None:
         self.plan = plan
@@ -107,42 +117,80 @@ class BayesianAnalysis:
         rules = plan.analysis.bayesian
         cohort = Cohort.from_frame(template, self.spec, source="simulated trial")
         model = MODELS[plan.bayes_model].build(cohort, rules.priors)
-        self.settings = SamplerSettings(
-            draws=rules.draws,
-            tune=rules.tune,
-            chains=rules.chains,
-            target_accept=rules.target_accept,
+        defaults = BACKEND_DEFAULTS[rules.backend]
+        tune = rules.tune if rules.tune is not None else defaults["tune"]
+        accept = (
+            rules.target_accept if rules.target_accept is not None else defaults["target_accept"]
         )
-        self.sampler = RefitSampler(model, self.settings)
         self.thresholds = Thresholds()
+        self.backend = rules.backend
+        if rules.backend == "batch":
+            settings = BatchSettings(
+                chains=rules.chains, tune=tune, draws=rules.draws, target_accept=accept
+            )
+            self.sampler = BatchSampler(model, self.data_names(), settings, self.thresholds)
+        else:
+            settings = SamplerSettings(
+                draws=rules.draws, tune=tune, chains=rules.chains, target_accept=accept
+            )
+            self.sampler = RefitSampler(model, settings)
+
+    def data_names(self) -> tuple[str, ...]:
+        names = ("n_cells", "observed_n_cd49d_pos")
+        return (*names, "observed_exacerbation") if self.prognostic else names
+
+    @property
+    def prognostic(self) -> bool:
+        return self.plan.trial.design == "prognostic"
 
     def data_of(self, dataset: pd.DataFrame) -> dict[str, np.ndarray]:
         data = {
             "n_cells": dataset["n_cells"].to_numpy(),
             "observed_n_cd49d_pos": dataset["n_cd49d_pos"].to_numpy(),
         }
-        if self.plan.trial.design == "prognostic":
+        if self.prognostic:
             treated = dataset.drop_duplicates("subject_id")
             treated = treated[treated["group"] == "MS_NTZ"]
             data["observed_exacerbation"] = treated["exacerbation"].to_numpy()
         return data
 
-    def analyse(self, dataset: pd.DataFrame, seed: int) -> list[dict]:
-        """Rows for every endpoint and rule of one trial."""
-        rules, endpoints = self.plan.analysis.bayesian, self.plan.trial.endpoints
+    def analyse_batch(self, datasets: list[pd.DataFrame], seeds: list[int]) -> list[list[dict]]:
+        """Rows for every endpoint and rule of each trial of a batch."""
+        if self.backend == "nutpie":
+            return [
+                self.analyse_one(dataset, seed)
+                for dataset, seed in zip(datasets, seeds, strict=True)
+            ]
+        try:
+            fits = self.sampler.fit([self.data_of(d) for d in datasets], seeds)
+        except Exception as err:  # the whole batch failed: every trial gets the error
+            return [self.failed(err) for _ in datasets]
+        needed = ["pct_pos", "kappa", "exacerbation_log_or"]  # what the endpoints are made of
+        return [
+            self.rows_of(fit.report, lambda fit=fit: self.sampler.posterior(fit, needed))
+            for fit in fits
+        ]
+
+    def analyse_one(self, dataset: pd.DataFrame, seed: int) -> list[dict]:
+        """Rows for one trial with the nutpie backend."""
         try:
             result = self.sampler.fit(self.data_of(dataset), seed=seed, thresholds=self.thresholds)
         except Exception as err:
-            return failed_rows(endpoints, rules, "error", type(err).__name__, str(err))
-        if not result.passed:
-            message = "; ".join(result.report.failures)
+            return self.failed(err)
+        return self.rows_of(result.report, lambda: result.idata["posterior"].to_dataset())
+
+    def failed(self, err: Exception) -> list[dict]:
+        rules, endpoints = self.plan.analysis.bayesian, self.plan.trial.endpoints
+        return failed_rows(endpoints, rules, "error", type(err).__name__, str(err))
+
+    def rows_of(self, report, posterior) -> list[dict]:
+        """Decision rows of a gated fit, or ``not_converged`` rows naming the failures."""
+        rules, endpoints = self.plan.analysis.bayesian, self.plan.trial.endpoints
+        if not report.passed:
+            message = "; ".join(report.failures)
             return failed_rows(endpoints, rules, "not_converged", "DiagnosticsGate", message)
-        posterior = result.idata["posterior"].to_dataset()
+        draws = posterior()
         rows = []
         for endpoint in endpoints:
-            rows += decision_rows(endpoint_draws(posterior, self.spec, endpoint), endpoint, rules)
+            rows += decision_rows(endpoint_draws(draws, self.spec, endpoint), endpoint, rules)
         return rows
-
-    def analyse_batch(self, datasets: list[pd.DataFrame], seeds: list[int]) -> list[list[dict]]:
-        """Rows for each trial of a batch (today one refit each, one compilation for all)."""
-        return [self.analyse(dataset, seed) for dataset, seed in zip(datasets, seeds, strict=True)]

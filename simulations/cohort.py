@@ -22,8 +22,11 @@ from scipy import stats
 
 from models import exacerbation
 from models.data import Cohort
-from models.priors import saturation_to_unit
-from models.saturation import BASELINE_GROUPS
+from models.saturation import (
+    BASELINE_GROUPS,
+    mean_probit_shift,
+    occupancy_logit_parameters,
+)
 from models.schema import GROUPS, PCT_COLUMN, REQUIRED_COLUMNS, TREATED_GROUP, CohortSpec
 from models.simulate import draw_with_fixed
 
@@ -34,7 +37,7 @@ PARAMETERS = (
     "tau_subject",
     "tau_subject_subset",
     "saturation_mean",
-    "saturation_concentration",
+    "saturation_sd",
     "kappa",
     "exacerbation_intercept",
     "exacerbation_log_or",
@@ -144,23 +147,41 @@ def design_frame(config: CohortConfig, rng: np.random.Generator) -> pd.DataFrame
 def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
     """The config's natural-unit values as values of the model's free variables.
 
-    The model samples location and subject SDs on the probit scale (units of sigma); the
-    config states SDs on the log-expression scale, so they are divided by sigma here.
+    The model samples location and subject SDs on the probit scale (units of sigma), occupancy
+    as a logit-normal and the mean probit shift of treated patients instead of sigma
+    (``models.saturation``); the config states natural units, converted here.
     """
     p = config.parameters
+    values = natural_to_model(
+        sigma=float(p["sigma"]),
+        kappa=float(p["kappa"]),
+        saturation_mean=float(p["saturation_mean"]),
+        saturation_sd=float(p["saturation_sd"]),
+        reference=list(config.spec.subsets).index(config.spec.reference_subset),
+    )
     subsets = list(config.spec.subsets)
-    sigma = float(p["sigma"])
     rate = np.array([[p["baseline_positive_rate"][g][s] for s in subsets] for g in BASELINE_GROUPS])
+    sigma = float(p["sigma"])
     return {
         "location_probit": stats.norm.ppf(rate),
-        "sigma": sigma,
         "tau_subject": float(p["tau_subject"]) / sigma,
         "tau_subject_subset": float(p["tau_subject_subset"]) / sigma,
-        "saturation_mean_unit": saturation_to_unit(float(p["saturation_mean"])),
-        "saturation_concentration": float(p["saturation_concentration"]),
-        "kappa": float(p["kappa"]),
+        **values,
         "exacerbation_intercept": float(p["exacerbation_intercept"]),
         "exacerbation_log_or": float(p["exacerbation_log_or"]),
+    }
+
+
+def natural_to_model(
+    *, sigma: float, kappa, saturation_mean: float, saturation_sd: float, reference: int
+) -> dict[str, float | np.ndarray]:
+    """Occupancy, kappa and sigma in natural units as the saturation model's free variables."""
+    logit_mean, logit_sd = occupancy_logit_parameters(saturation_mean, saturation_sd)
+    return {
+        "saturation_logit_mean": logit_mean,
+        "saturation_logit_sd": logit_sd,
+        "kappa": kappa,
+        "mean_probit_shift": mean_probit_shift(sigma, kappa, logit_mean, logit_sd, reference),
     }
 
 

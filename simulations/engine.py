@@ -4,9 +4,11 @@
 needs (``replicates.initial``, or ``replicates.null`` for the type-I-error run, plus more where
 ``replicates.mcse_target`` asks), skips those already stored, cuts the rest into tasks of
 ``replicates.per_task`` replicates of one cell, and runs them in this process, in local worker
-processes (``workers``) or on a Dask cluster (``scheduler``). Each task generates, analyses and
-stores its replicates one by one (``run_task``); a worker compiles a cell's generator and
-Bayesian model once and keeps them for the cell's later tasks.
+processes (``workers``) or on a Dask cluster (``scheduler``). Each task generates its
+replicates, runs the frequentist analyses on each, refits the Bayesian model to all of them at
+once (``models.batch``) and stores one record per replicate (``run_task``); a worker compiles a
+cell's generator once, and the Bayesian model once per design (``n``), which the alternative
+and the null scenario share.
 
 Seeds come from ``simulations.seeds`` and depend only on (plan, cell, replicate), so a record is
 the same whichever worker made it, in whatever order, before or after a crash.
@@ -69,17 +71,19 @@ class TaskOutcome:
 
 
 def plan_cells(plan: Plan) -> list[Cell]:
-    """Every cell: the alternative and the null scenario at each n."""
-    return [Cell(scenario, n) for scenario in ("alternative", "null") for n in plan.trial.n]
+    """Every cell: the alternative and (unless ``replicates.null`` is 0) the null at each n."""
+    scenarios = ("alternative", "null") if plan.replicates.null else ("alternative",)
+    return [Cell(scenario, n) for scenario in scenarios for n in plan.trial.n]
 
 
 # --- worker side --------------------------------------------------------------------------
 
 _WORKER_CACHE: dict[tuple[str, str], dict] = {}
+_BAYES_CACHE: dict[tuple[str, int], object] = {}
 
 
 def cell_tools(context: RunContext, cell: Cell) -> dict:
-    """The cell's compiled generator (and, lazily, Bayesian model), once per process."""
+    """The cell's compiled generator, once per process."""
     key = (context.result_hash, cell.cell_id)
     if key not in _WORKER_CACHE:
         prior = DesignPrior(context.design_prior) if context.design_prior else None
@@ -89,12 +93,15 @@ def cell_tools(context: RunContext, cell: Cell) -> dict:
 
 
 def bayesian_for(context: RunContext, cell: Cell, template: pd.DataFrame):
-    tools = cell_tools(context, cell)
-    if "bayes" not in tools:
-        from simulations.bayes import BayesianAnalysis  # PyMC model + nutpie: only if needed
+    """The compiled Bayesian analysis of a design (shared by its scenarios), once per process."""
+    key = (context.result_hash, cell.n)
+    if key not in _BAYES_CACHE:
+        from simulations.bayes import BayesianAnalysis  # PyMC model + JAX: only if needed
 
-        tools["bayes"] = BayesianAnalysis(context.plan, template)
-    return tools["bayes"]
+        if len(_BAYES_CACHE) >= 2:
+            _BAYES_CACHE.pop(next(iter(_BAYES_CACHE)))
+        _BAYES_CACHE[key] = BayesianAnalysis(context.plan, template)
+    return _BAYES_CACHE[key]
 
 
 def wants_bayes(plan: Plan, rep: int) -> bool:
@@ -102,38 +109,10 @@ def wants_bayes(plan: Plan, rep: int) -> bool:
     return rules.enabled and (rules.replicates is None or rep < rules.replicates)
 
 
-def replicate_rows(context: RunContext, cell: Cell, rep: int) -> pd.DataFrame:
-    """Generate and analyse one replicate: its record, one row per (endpoint, analysis)."""
-    plan = context.plan
-    seeds = replicate_seeds(plan.root_seed, context.result_hash, cell.scenario, cell.n, rep)
-    dataset = cell_tools(context, cell)["generator"].draw(seeds.data)
-    if context.save_datasets:
-        store = Store(context.out, context.result_hash)
-        save_dataset(dataset, store.dataset_path(cell.cell_id, rep))
-    started = time.perf_counter()
-    rows = []
-    if plan.analysis.frequentist:
-        rows += frequentist_rows(
-            dataset,
-            design=plan.trial.design,
-            endpoints=list(plan.trial.endpoints),
-            alpha=plan.analysis.alpha,
-            mixed=plan.analysis.mixed_model,
-        )
-    frequentist_seconds = time.perf_counter() - started
-    for row in rows:
-        row["seconds"] = frequentist_seconds / max(len(rows), 1)
-    if wants_bayes(plan, rep):
-        started = time.perf_counter()
-        (bayes_rows,) = bayesian_for(context, cell, dataset).analyse_batch(
-            [dataset], [seeds.analysis]
-        )
-        for row in bayes_rows:
-            row["seconds"] = (time.perf_counter() - started) / len(bayes_rows)
-        rows += bayes_rows
-    ids = {
+def replicate_ids(context: RunContext, cell: Cell, rep: int, seeds) -> dict:
+    return {
         "plan_hash": context.result_hash,
-        "design": plan.trial.design,
+        "design": context.plan.trial.design,
         "scenario": cell.scenario,
         "cell_id": cell.cell_id,
         "n": cell.n,
@@ -141,25 +120,75 @@ def replicate_rows(context: RunContext, cell: Cell, rep: int) -> pd.DataFrame:
         "seed_data": seeds.data,
         "seed_analysis": seeds.analysis,
     }
-    return pd.DataFrame([{**ids, **row} for row in rows])
+
+
+def frequentist_for(plan: Plan, dataset: pd.DataFrame) -> list[dict]:
+    """The frequentist rows of one trial, each with its share of the time taken."""
+    if not plan.analysis.frequentist:
+        return []
+    started = time.perf_counter()
+    rows = frequentist_rows(
+        dataset,
+        design=plan.trial.design,
+        endpoints=list(plan.trial.endpoints),
+        alpha=plan.analysis.alpha,
+        mixed=plan.analysis.mixed_model,
+    )
+    for row in rows:
+        row["seconds"] = (time.perf_counter() - started) / max(len(rows), 1)
+    return rows
+
+
+def bayesian_rows(context: RunContext, cell: Cell, datasets: list, seeds: list[int]) -> list:
+    """Bayesian rows of each trial, all refitted at once, each with its share of the time."""
+    if not datasets:
+        return []
+    started = time.perf_counter()
+    analysis = bayesian_for(context, cell, datasets[0])
+    per_trial = analysis.analyse_batch(datasets, seeds)
+    share = (time.perf_counter() - started) / len(datasets)
+    for rows in per_trial:
+        for row in rows:
+            row["seconds"] = share / max(len(rows), 1)
+    return per_trial
+
+
+def run_task(context: RunContext, task: Task) -> TaskOutcome:
+    """Generate and analyse a task's missing replicates; store one record per replicate."""
+    store = Store(context.out, context.result_hash)
+    done = store.done(task.cell.cell_id)
+    reps = [rep for rep in task.replicates if rep not in done]
+    plan, generator = context.plan, cell_tools(context, task.cell)["generator"]
+    seeds = {
+        rep: replicate_seeds(
+            plan.root_seed, context.result_hash, task.cell.scenario, task.cell.n, rep
+        )
+        for rep in reps
+    }
+    datasets = {rep: generator.draw(seeds[rep].data) for rep in reps}
+    if context.save_datasets:
+        for rep in reps:
+            save_dataset(datasets[rep], store.dataset_path(task.cell.cell_id, rep))
+    bayes_reps = [rep for rep in reps if wants_bayes(plan, rep)]
+    bayes = bayesian_rows(
+        context,
+        task.cell,
+        [datasets[r] for r in bayes_reps],
+        [seeds[r].analysis for r in bayes_reps],
+    )
+    bayes_by_rep = dict(zip(bayes_reps, bayes, strict=True))
+    failed = 0
+    for rep in reps:
+        rows = frequentist_for(plan, datasets[rep]) + bayes_by_rep.get(rep, [])
+        ids = replicate_ids(context, task.cell, rep, seeds[rep])
+        record = pd.DataFrame([{**ids, **row} for row in rows])
+        store.write_record(task.cell.cell_id, rep, record)
+        failed += int((record["status"] != "ok").any())
+    return TaskOutcome(task.cell.cell_id, len(task.replicates), failed)
 
 
 def save_dataset(dataset: pd.DataFrame, path) -> None:
     write_atomically(cohort_csv_text(dataset), path)
-
-
-def run_task(context: RunContext, task: Task) -> TaskOutcome:
-    """Run a task's replicates in order, storing each record as soon as it is complete."""
-    store = Store(context.out, context.result_hash)
-    done = store.done(task.cell.cell_id)
-    failed = 0
-    for rep in task.replicates:
-        if rep in done:
-            continue
-        rows = replicate_rows(context, task.cell, rep)
-        store.write_record(task.cell.cell_id, rep, rows)
-        failed += int((rows["status"] != "ok").any())
-    return TaskOutcome(task.cell.cell_id, len(task.replicates), failed)
 
 
 # --- driver side --------------------------------------------------------------------------

@@ -109,7 +109,7 @@ class Effect(Section):
 
 class Replicates(Section):
     initial: PositiveInt = 200
-    null: PositiveInt = 200
+    null: Annotated[int, Field(ge=0)] = 200  # 0: no type-I-error run
     mcse_target: Annotated[float, Field(gt=0.0, le=0.25)] | None = None
     max: PositiveInt = 2000
     per_task: PositiveInt = 25
@@ -134,7 +134,8 @@ class Bayesian(Section):
         | None
     ) = None
     priors: Literal["default", "uniform_saturation"] = "default"
-    replicates: PositiveInt | None = None
+    backend: Literal["batch", "nutpie"] = "batch"
+    replicates: Annotated[int, Field(ge=0)] | None = None
     rules: list[Literal["direction", "rope", "precision"]] = Field(
         default=["direction"], min_length=1
     )
@@ -144,8 +145,8 @@ class Bayesian(Section):
     precision_width: Annotated[float, Field(gt=0.0)] = 0.5
     chains: Annotated[int, Field(ge=2, le=16)] = 4
     draws: Annotated[int, Field(ge=100)] = 1000
-    tune: Annotated[int, Field(ge=100)] = 1000
-    target_accept: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.9
+    tune: Annotated[int, Field(ge=50)] | None = None
+    target_accept: Annotated[float, Field(gt=0.5, lt=1.0)] | None = None
 
 
 class Analysis(Section):

@@ -84,6 +84,7 @@ def run_plan(
     Store(out, result_hash).open(manifest(plan, result_hash, prior))
     context = RunContext(plan, str(out), result_hash, prior, save_datasets)
     records = run_rounds(context, workers=workers, scheduler=scheduler, progress=progress)
+    Store(out, result_hash).remove_temporaries()
     outputs = summarise_records(records)
     write_outputs(outputs, Path(out))
     return outputs

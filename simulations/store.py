@@ -7,7 +7,8 @@ Layout under the output folder::
     datasets/<cell_id>/rep-000123.csv       with --save-datasets: the trial, cohort schema
 
 A record is written to a temporary name and renamed, so a killed run leaves whole records or
-none; a rerun skips every replicate whose record exists. A folder holding another plan's
+none (and partial temporary files, which the end of the next run deletes); a rerun skips every
+replicate whose record exists. A folder holding another plan's
 results (a different result hash) is refused rather than mixed.
 """
 
@@ -79,6 +80,12 @@ class Store:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+    def remove_temporaries(self) -> None:
+        """Delete the partial files of records whose writing was killed (a run's end: no
+        writer is left)."""
+        for path in (self.root / "records").glob("*/.rep-*.tmp"):
+            path.unlink(missing_ok=True)
 
     def records(self) -> pd.DataFrame:
         """Every stored record, sorted by cell, replicate, endpoint and analysis."""

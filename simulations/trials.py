@@ -15,8 +15,9 @@ Designs (``n`` is always the number of natalizumab-treated patients):
 - ``prognostic``: ``n`` MS_NTZ patients followed for the plan's months; the exacerbation
   intercept is the logit of the probability of an exacerbation during follow-up.
 
-Null scenario: ``kappa = 0`` (natalizumab leaves detectable CD49d unchanged, so every ratio fold
-change is 1 and every differential reduction 0) or ``exacerbation_log_or = 0`` (prognostic).
+Null scenario: ``kappa = 0`` and so no probit shift (natalizumab leaves detectable CD49d
+unchanged, so every ratio fold change is 1 and every differential reduction 0) or
+``exacerbation_log_or = 0`` (prognostic).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from scipy.special import logit
 
 from models import exacerbation
 from models.data import Cohort
-from models.priors import saturation_to_unit
 from simulations.cohort import CohortConfig, design_frame, fixed_parameters, load_config
 from simulations.cohort import outcome_frame as cohort_outcome_frame
 from simulations.plan import Plan
@@ -44,15 +44,18 @@ from simulations.plan import Plan
 #: Global parameters of the generating model (free variables, model scale).
 GLOBALS = (
     "location_probit",
-    "sigma",
     "tau_subject",
     "tau_subject_subset",
-    "saturation_mean_unit",
-    "saturation_concentration",
+    "saturation_logit_mean",
+    "saturation_logit_sd",
     "kappa",
+    "mean_probit_shift",
     "exacerbation_intercept",
     "exacerbation_log_or",
 )
+#: What the null scenario zeroes: no loss of detectable CD49d (kappa = 0, so no probit shift),
+#: or no association with exacerbation.
+NULL_ZEROED = {"prognostic": ("exacerbation_log_or",), "rates": ("kappa", "mean_probit_shift")}
 
 
 @dataclass(frozen=True)
@@ -89,12 +92,13 @@ def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
     """Fixed generating parameters (model scale) for a cell: the config's, with the plan's
     effect overrides, the follow-up's exacerbation intercept and the null's zero effect."""
     config = cohort_config(plan)
-    values = fixed_parameters(config)
     effect = plan.effect
+    natural = dict(config.parameters)
     if effect.kappa is not None:
-        values["kappa"] = effect.kappa
+        natural["kappa"] = effect.kappa
     if effect.saturation_mean is not None:
-        values["saturation_mean_unit"] = saturation_to_unit(effect.saturation_mean)
+        natural["saturation_mean"] = effect.saturation_mean
+    values = fixed_parameters(replace(config, parameters=natural))
     if effect.exacerbation_log_or is not None:
         values["exacerbation_log_or"] = effect.exacerbation_log_or
     values["exacerbation_intercept"] = float(logit(plan.trial.event_probability))
@@ -103,8 +107,8 @@ def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
 
 
 def null_effect(plan: Plan, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    zeroed = "exacerbation_log_or" if plan.trial.design == "prognostic" else "kappa"
-    return {**values, zeroed: np.zeros_like(values[zeroed])}
+    zeroed = NULL_ZEROED["prognostic" if plan.trial.design == "prognostic" else "rates"]
+    return {**values, **{name: np.zeros_like(values[name]) for name in zeroed}}
 
 
 class DesignPrior:

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from scipy.special import logit
 
 from models import exacerbation, saturation
 from models.data import Cohort
@@ -47,13 +48,15 @@ def test_fixed_parameters_are_recovered_from_simulated_counts():
     model = saturation.build_model(cohort, observed=False)
     location = np.tile([0.8, 0.5, -1.2], (3, 1))
     sigma, occupancy, kappa = 1.5, 0.9, 0.7
-    fixed = {
+    fixed = {  # every patient at the same occupancy: no spread, z = 0
         "location_probit": location,
-        "sigma": sigma,
         "tau_subject": 0.0,
         "tau_subject_subset": 0.0,
-        "saturation_unit": np.full(40, (occupancy - 0.6) / 0.4),
+        "saturation_logit_mean": logit((occupancy - 0.6) / 0.4),
+        "saturation_logit_sd": 0.0,
+        "saturation_z": np.zeros(40),
         "kappa": kappa,
+        "mean_probit_shift": -np.log(1 - kappa * occupancy) / sigma,
     }
     counts = draw_with_fixed(model, fixed, ["n_cd49d_pos"], draws=1, seed=3)["n_cd49d_pos"][0]
     rows = cohort.rows.assign(n_pos=counts)

@@ -414,14 +414,14 @@ def test_design_prior_draws_the_trials_parameters(tmp_path):
 
 
 def test_design_prior_without_generating_parameters_is_refused(run_cli, tmp_path):
-    fit = write_design_prior(tmp_path / "fit.nc", kappa=0.5, drop=("kappa", "sigma"))
+    fit = write_design_prior(tmp_path / "fit.nc", kappa=0.5, drop=("kappa", "mean_probit_shift"))
     result = run_cli(
         "power", plan_toml(tmp_path, GOOD), "--out", tmp_path / "out", "--design-prior", fit
     )
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         f"{fit}: the design prior must be a fit of a latent-expression model "
-        "(saturation or exacerbation); it lacks sigma, kappa"
+        "(saturation or exacerbation); it lacks kappa, mean_probit_shift"
     ]
     assert not (tmp_path / "out").exists()
 

@@ -1,0 +1,116 @@
+"""The batched sampler: posteriors agree with nutpie, results do not depend on the batch, the
+gate is the one every fit passes, and failures are kept."""
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from models.batch import BatchSampler, BatchSettings
+from models.data import Cohort
+from models.diagnostics import Thresholds, check
+from models.estimands import estimand_table
+from models.fit import RefitSampler, SamplerSettings
+from models.registry import MODELS
+from simulations.plan import load_plan
+from simulations.trials import Cell, TrialGenerator, cohort_config
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+DATA_NAMES = ("n_cells", "observed_n_cd49d_pos")
+
+
+@pytest.fixture(scope="module")
+def trials():
+    """A cross-sectional plan's trials (8 + 8 patients) and a model built on one of them."""
+    plan = load_plan(ROOT / "simulations" / "plans" / "cross_sectional.toml")
+    generator = TrialGenerator(plan, Cell("alternative", 8))
+    frames = [generator.draw(seed) for seed in range(6)]
+    cohort = Cohort.from_frame(frames[0], cohort_config(plan).spec, source="trial")
+    return frames, MODELS["positive_rate"].build(cohort), cohort.spec
+
+
+def data_of(frame: pd.DataFrame) -> dict:
+    return {
+        "n_cells": frame["n_cells"].to_numpy(),
+        "observed_n_cd49d_pos": frame["n_cd49d_pos"].to_numpy(),
+    }
+
+
+@pytest.fixture(scope="module")
+def sampler(trials):
+    return BatchSampler(trials[1], DATA_NAMES, BatchSettings(batch_size=4))
+
+
+def test_a_datasets_draws_do_not_depend_on_its_batch(trials, sampler):
+    frames = trials[0]
+    together = sampler.fit([data_of(f) for f in frames], list(range(6)))  # two padded batches
+    for index in (0, 5):
+        alone = sampler.fit([data_of(frames[index])], [index])[0]
+        assert alone.attempts == together[index].attempts
+        np.testing.assert_array_equal(alone.draws, together[index].draws)
+    assert all(fit.passed for fit in together)
+
+
+def test_posteriors_agree_with_nutpie_within_a_tenth_of_a_posterior_sd(trials):
+    """Long runs of both (4 x 10000 draws), so that Monte Carlo error (about 0.02 SD) stays
+    below the tolerance: posterior mean and 2.5% / 97.5% quantiles of every estimand."""
+    frames, model, spec = trials
+    batch = BatchSampler(model, DATA_NAMES, BatchSettings(draws=10_000, batch_size=2))
+    nutpie = RefitSampler(model, SamplerSettings(draws=10_000, tune=1000, chains=4))
+    fits = batch.fit([data_of(f) for f in frames[:2]], [11, 12])
+    for frame, fit in zip(frames[:2], fits, strict=True):
+        reference = nutpie.fit(data_of(frame), seed=5)
+        assert fit.passed and reference.passed
+        ours = estimand_table(batch.posterior(fit), spec).set_index(["estimand", "group", "subset"])
+        theirs = estimand_table(reference.idata["posterior"].to_dataset(), spec).set_index(
+            ["estimand", "group", "subset"]
+        )
+        for column in ("mean", "q2.5", "q97.5"):
+            gap = (ours[column] - theirs[column]).abs() / theirs["sd"]
+            assert gap.max() < 0.1, (column, gap.idxmax(), gap.max())
+
+
+def test_the_gate_is_the_one_of_every_fit(trials, sampler):
+    """The batch gate's statistics equal ArviZ's (models.diagnostics.check) on the same draws."""
+    fit = sampler.fit([data_of(trials[0][0])], [3])[0]
+    posterior = sampler.posterior(fit)
+    chains, draws = fit.energy.shape
+    stats = xr.Dataset(
+        {
+            "diverging": (("chain", "draw"), np.zeros((chains, draws), bool)),
+            "energy": (("chain", "draw"), fit.energy),
+        }
+    )
+    report = check(xr.DataTree.from_dict({"posterior": posterior, "sample_stats": stats}))
+    assert report.passed == fit.passed
+    merged = report.table.merge(fit.report.table, on="parameter", suffixes=("_arviz", "_batch"))
+    assert len(merged) == len(report.table) == len(fit.report.table)
+    for column in ("rhat", "ess_bulk", "ess_tail"):
+        np.testing.assert_allclose(merged[f"{column}_batch"], merged[f"{column}_arviz"], rtol=1e-9)
+
+
+def test_a_fit_that_fails_the_gate_is_retried_and_kept(trials):
+    strict = Thresholds(ess_bulk_min=1e9)
+    failing = BatchSampler(trials[1], DATA_NAMES, BatchSettings(batch_size=2), strict)
+    fits = failing.fit([data_of(f) for f in trials[0][:2]], [1, 2])
+    assert len(fits) == 2
+    for fit in fits:
+        assert not fit.passed
+        assert fit.attempts == ["hmc@0.8", "extend", "nuts@0.95"]
+        assert fit.report.failures[0].startswith("bulk ESS < 1e+09 for ")
+        assert fit.draws.shape[:2] == (4, 1000)  # the last attempt's draws, kept
+
+
+def test_extension_continues_the_chains(trials, sampler):
+    first = sampler.fit_attempt([data_of(trials[0][1])], [4], "hmc", 0.8)[0]
+    longer = sampler.fit_attempt([data_of(trials[0][1])], [9], "extend", 0.8, [first])[0]
+    assert longer.draws.shape[1] == 2 * first.draws.shape[1]
+    np.testing.assert_array_equal(longer.draws[:, :1000], first.draws)
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="at least 2 chains"):
+        replace(BatchSettings(), chains=1)

@@ -1,0 +1,58 @@
+"""The vectorised gate statistics give ArviZ's R-hat, bulk ESS and tail ESS on the same draws."""
+
+import numpy as np
+import pytest
+from arviz_stats.base import array_stats
+
+from models.chain_stats import gate_statistics
+
+
+def autoregressive(phi: float, shape: tuple, rng) -> np.ndarray:
+    noise = rng.normal(size=shape)
+    draws = np.zeros(shape)
+    for t in range(1, shape[-1]):
+        draws[..., t] = phi * draws[..., t - 1] + noise[..., t]
+    return draws
+
+
+def arviz_statistics(draws: np.ndarray):
+    kwargs = {"chain_axis": -2, "draw_axis": -1}
+    return (
+        array_stats.rhat(draws, **kwargs),
+        array_stats.ess(draws, method="bulk", **kwargs),
+        array_stats.ess(draws, method="tail", prob=(0.05, 0.95), **kwargs),
+    )
+
+
+@pytest.mark.parametrize(
+    "kind", ["independent", "autocorrelated", "antithetic", "ties", "odd_draws", "chains_apart"]
+)
+def test_agrees_with_arviz(kind):
+    rng = np.random.default_rng(7)
+    draws = {
+        "independent": lambda: rng.normal(size=(20, 4, 400)),
+        "autocorrelated": lambda: autoregressive(0.9, (20, 4, 400), rng),
+        "antithetic": lambda: autoregressive(-0.4, (20, 4, 400), rng),
+        "ties": lambda: np.round(rng.normal(size=(20, 4, 400)), 1),  # rejections repeat draws
+        "odd_draws": lambda: rng.normal(size=(20, 3, 301)),
+        "chains_apart": lambda: rng.normal(size=(20, 4, 400)) + np.arange(4)[:, None] * 0.5,
+    }[kind]()
+    ours = gate_statistics(draws)
+    theirs = arviz_statistics(draws)
+    for mine, reference in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=1e-10)
+
+
+def test_constant_and_missing_quantities():
+    draws = np.random.default_rng(1).normal(size=(3, 4, 100))
+    draws[0] = 2.5  # a constant deterministic
+    draws[1, 2, 7] = np.nan
+    rhat, ess_bulk, ess_tail = gate_statistics(draws)
+    assert np.isnan(rhat[0]) and ess_bulk[0] == ess_tail[0] == 400  # as ArviZ
+    assert np.isnan(rhat[1]) and np.isnan(ess_bulk[1]) and np.isnan(ess_tail[1])
+    assert np.isfinite([rhat[2], ess_bulk[2], ess_tail[2]]).all()
+
+
+def test_too_few_draws_are_refused():
+    with pytest.raises(ValueError, match="at least 2 chains of 4 draws"):
+        gate_statistics(np.zeros((1, 1, 10)))
