@@ -18,6 +18,8 @@ trial, and one analysis seed, which every path uses). Every path fits the same t
   every trial of the call fitted in vectorised batches, each gated, failures extended and then
   refitted with NUTS), one ``analyse_batch`` call over all trials, in a process pinned to one
   core;
+- ``vnuts_1proc``: for comparison, the same compiled batch sampler with vectorised NUTS as its
+  only attempt (what ``models.batch`` did not choose), one core;
 - ``batch_2proc``: the same trials split over ``--processes`` spawned worker processes, as the
   engine runs them (``ProcessPoolExecutor``, spawn); each worker compiles and warms up, the
   workers wait at a barrier, and the wall time runs from the first worker's start to the last
@@ -243,6 +245,7 @@ def planned_runs(args: argparse.Namespace) -> list[tuple[str, int, int]]:
             runs.append(("naive", n, args.naive_replicates))
         runs.append(("nutpie", n, nutpie[n]))
         runs.append(("batch_1proc", n, batch[n]))
+        runs.append(("vnuts_1proc", n, batch[n]))
         runs.append((f"batch_{args.processes}proc", n, batch[n]))
     return runs
 

@@ -11,6 +11,9 @@ Every function here runs in a child process of ``power_throughput.py`` (one per 
   every trial (which loops over them, one nutpie call each);
 - ``batch_1proc``: ``BayesianAnalysis`` with backend ``batch``, one ``analyse_batch`` call over
   every trial, in this process pinned to one core;
+- ``vnuts_1proc``: the alternative this package did not choose, for comparison: the same
+  compiled batch sampler with vectorised NUTS (blackjax, the same Laplace start and warmup
+  length) as its first attempt instead of jittered HMC, one attempt only, pinned to one core;
 - ``batch_2proc``: the same trials split over worker processes started like the engine's
   (``ProcessPoolExecutor``, spawn); each compiles and warms up, waits at a barrier, then fits
   its share; the wall time runs from the first worker's start to the last one's end.
@@ -315,10 +318,41 @@ def time_batch_processes(plan, n: int, replicates: int, processes: int) -> dict:
     }
 
 
+def time_vectorised_nuts(plan, n: int, replicates: int) -> dict:
+    """One vectorised-NUTS attempt per trial with the batch sampler (no retries), one core."""
+    pin_to_one_core()
+    warmup = warmup_trials(plan, n, warmup_size("batch"))
+    trials = draw_trials(plan, n, range(replicates))
+    analysis, _, compile_s = prepared_analysis(plan, "batch", warmup)
+    sampler = analysis.sampler.sampler  # the BatchSampler behind the recorder
+    data = [analysis.data_of(t.dataset) for t in trials]
+    seeds = [t.seed_analysis for t in trials]
+    accept = sampler.settings.target_accept
+    started = time.perf_counter()
+    fits = sampler.fit_attempt(data, seeds, "nuts", accept)
+    total_s = time.perf_counter() - started
+    rules = analysis.plan.analysis.bayesian
+    steps = [fit.stats["leapfrog_steps"] for fit in fits]
+    return {
+        "path": "vnuts_1proc",
+        "n": n,
+        "replicates": len(fits),
+        "draws_per_refit": rules.chains * rules.draws,
+        "statuses": dict(Counter("ok" if f.passed else "not_converged" for f in fits)),
+        "final_attempts": {f"nuts@{accept:g}": len(fits)},
+        "retried": 0,
+        "notes": [f"mean leapfrog steps per draw {sum(steps) / len(steps):.1f}; no retries"],
+        "total_s": total_s,
+        "compile_s": compile_s,
+    }
+
+
 def measure_path(plan, path: str, n: int, replicates: int) -> dict:
     """Time one path at ``n`` over ``replicates`` trials (the child's entry point)."""
     if path == "naive":
         return time_naive(plan, n, replicates)
+    if path == "vnuts_1proc":
+        return time_vectorised_nuts(plan, n, replicates)
     if path == "nutpie":
         return time_compiled(plan, n, replicates, "nutpie")
     if path == "batch_1proc":

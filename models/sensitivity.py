@@ -23,17 +23,22 @@ from models.diagnostics import element_labels
 
 #: Contraction at or above this: identified by the data; below WEAK: informed by the prior.
 IDENTIFIED, WEAK = 0.5, 0.1
-SUBJECT_DIMS = frozenset({"subject", "treated_subject", "count_row", "pct_row"})
+SUBJECT_DIMS = frozenset({"subject", "patient", "treated_subject", "count_row", "pct_row"})
+#: Deterministics reported beside the free variables: population rates and the mechanistic
+#: quantities that the saturation models derive (sigma from the mean probit shift; per-subset
+#: kappa from its pooled logit).
+DERIVED_GLOBALS = ("pct_pos", "saturation_mean", "sigma", "kappa")
 
 
 def global_variables(model: pm.Model) -> list[str]:
-    """Free variables without a subject-level dimension, plus the population rates."""
+    """Free variables without a subject-level dimension, plus the derived global quantities."""
     names = [
         rv.name
         for rv in model.free_RVs
         if not SUBJECT_DIMS & set(model.named_vars_to_dims.get(rv.name, ()))
     ]
-    return names + [n for n in ("pct_pos", "saturation_mean") if n in model.named_vars]
+    derived = [n for n in DERIVED_GLOBALS if n in model.named_vars and n not in names]
+    return names + derived
 
 
 def identification_table(idata: xr.DataTree, var_names: list[str]) -> pd.DataFrame:

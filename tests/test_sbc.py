@@ -19,11 +19,11 @@ from simulations.sbc_summary import (
 
 pytestmark = pytest.mark.slow
 #: A small design keeps the test quick; the full-size run uses the study's.
-SMALL = {"HC": 3, "MS_naive": 6, "MS_NTZ": 6, "NMOSD": 3}
-DRAWS = 80
+SMALL = {"HC": 2, "MS_naive": 4, "MS_NTZ": 4, "NMOSD": 2}
+DRAWS = 60
 
 
-CONFIG = SbcConfig(model="positive_rate", draws=DRAWS, group_sizes=SMALL, chunk=40)
+CONFIG = SbcConfig(model="positive_rate", draws=DRAWS, group_sizes=SMALL, chunk=30)
 
 
 @pytest.fixture(scope="module")
