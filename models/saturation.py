@@ -226,9 +226,7 @@ def add_kappa(priors: SaturationPriors, variant: KappaVariant) -> pt.TensorVaria
     if variant == "shared":
         return pm.Beta("kappa", priors.kappa_alpha, priors.kappa_beta)
     if variant == "per_subset":
-        mean = pm.Normal(
-            "kappa_logit_mean", priors.kappa_logit_mean_mu, priors.kappa_logit_mean_sd
-        )
+        mean = pm.Normal("kappa_logit_mean", priors.kappa_logit_mean_mu, priors.kappa_logit_mean_sd)
         spread = pm.HalfNormal("kappa_logit_sd", priors.kappa_logit_sd_sd)
         z = pm.Normal("kappa_z", 0.0, 1.0, dims="subset")
         return pm.Deterministic("kappa", pm.math.invlogit(mean + spread * z), dims="subset")[
