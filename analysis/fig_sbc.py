@@ -5,7 +5,7 @@ Reads the ranks (``ranks.parquet``) and the summary (``sbc_summary.csv``) writte
 ranks minus the uniform CDF, with the simultaneous 95% band of Sailynoja, Burkner & Vehtari
 (2022) (ArviZ's ``arviz_stats.ecdf_utils.ecdf_pit``, by simulation). A quantity whose
 p-value is below the Bonferroni level of the whole figure is drawn in red; its title gives the
-mean contraction (near 1: identified by the design; near 0: the prior alone).
+median contraction (near 1: identified by the design; near 0: the prior alone).
 
 Usage: ``python -m analysis.fig_sbc RANKS_PARQUET SUMMARY_CSV OUTPUT``
 """

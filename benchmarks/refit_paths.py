@@ -15,8 +15,9 @@ Every function here runs in a child process of ``power_throughput.py`` (one per 
   compiled batch sampler with vectorised NUTS (blackjax, the same Laplace start and warmup
   length) as its first attempt instead of jittered HMC, one attempt only, pinned to one core;
 - ``batch_2proc``: the same trials split over worker processes started like the engine's
-  (``ProcessPoolExecutor``, spawn); each compiles and warms up, waits at a barrier, then fits
-  its share; the wall time runs from the first worker's start to the last one's end.
+  (``ProcessPoolExecutor``, spawn, ``simulations.workers``: one thread each, pinned to a core);
+  each compiles and warms up, waits at a barrier, then fits its share; the wall time runs from
+  the first worker's start to the last one's end.
 
 ``compile_s`` of the compiled paths is the time from building ``BayesianAnalysis`` to the end
 of its first ``analyse_batch`` call on a warm-up batch (``batch_size`` trials for batch, one
@@ -259,8 +260,12 @@ def time_compiled(plan, n: int, replicates: int, backend: str) -> dict:
 # --- batch over worker processes ------------------------------------------------------------
 
 
-def hold_barrier(barrier) -> None:
-    """Worker initializer: keep the barrier (it can only reach a worker when it starts)."""
+def hold_barrier(barrier, counter) -> None:
+    """Worker initializer: start like the engine's workers (one thread, pinned to a core; see
+    ``simulations.workers``) and keep the barrier (it can only reach a worker when it starts)."""
+    from simulations.workers import start_worker
+
+    start_worker(counter)
     global _BARRIER
     _BARRIER = barrier
 
@@ -302,7 +307,7 @@ def time_batch_processes(plan, n: int, replicates: int, processes: int) -> dict:
         max_workers=len(shares),
         mp_context=context,
         initializer=hold_barrier,
-        initargs=(barrier,),
+        initargs=(barrier, context.Value("i", 0)),
     ) as pool:
         futures = [pool.submit(batch_worker, plan, share, warmup) for share in shares]
         outcomes = [future.result() for future in futures]

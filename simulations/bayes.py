@@ -50,9 +50,9 @@ BACKEND_DEFAULTS = {
 }
 
 
-def endpoint_draws(posterior, spec, endpoint: str) -> np.ndarray:
-    """Posterior draws of an endpoint on its test scale (log for ratio fold changes)."""
-    draws = estimand_draws(posterior, spec)
+def endpoint_draws(draws: dict, endpoint: str) -> np.ndarray:
+    """Posterior draws of an endpoint on its test scale (log for ratio fold changes), from the
+    fit's estimand draws (``models.estimands.estimand_draws``)."""
     if endpoint == "exacerbation_log_or":
         values = draws["exacerbation_log_or"]
     elif endpoint.startswith("ratio_fold_change_"):
@@ -189,8 +189,8 @@ class BayesianAnalysis:
         if not report.passed:
             message = "; ".join(report.failures)
             return failed_rows(endpoints, rules, "not_converged", "DiagnosticsGate", message)
-        draws = posterior()
+        draws = estimand_draws(posterior(), self.spec)
         rows = []
         for endpoint in endpoints:
-            rows += decision_rows(endpoint_draws(draws, self.spec, endpoint), endpoint, rules)
+            rows += decision_rows(endpoint_draws(draws, endpoint), endpoint, rules)
         return rows

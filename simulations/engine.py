@@ -19,9 +19,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -32,6 +31,7 @@ from simulations.plan import Plan
 from simulations.seeds import replicate_seeds
 from simulations.store import Store
 from simulations.trials import Cell, DesignPrior, TrialGenerator
+from simulations.workers import worker_pool
 
 #: Columns that identify a record's replicate, ahead of the analysis columns.
 ID_COLUMNS = (
@@ -250,7 +250,7 @@ def execute(
         for task in tasks:
             yield run_task(context, task)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with worker_pool(workers) as pool:
         futures = [pool.submit(run_task, context, task) for task in tasks]
         for future in as_completed(futures):
             yield future.result()

@@ -32,10 +32,9 @@ import hashlib
 import json
 import platform
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,7 @@ from models.names import MODEL_NAMES
 from models.registry import MODELS
 from models.sensitivity import SUBJECT_DIMS
 from simulations.cohort import cohort_csv_text, design_frame, load_config, write_atomically
+from simulations.workers import worker_pool
 
 #: Posterior draws kept per fit for the ranks (equally spaced in each chain): ranks 0..THINNED.
 THINNED = 99
@@ -162,7 +162,7 @@ class SbcAnalysis:
     def analyse(
         self, cohorts: list[pd.DataFrame], truths: list[dict], seeds: list[int], indices: list[int]
     ) -> pd.DataFrame:
-        """One row per (replicate, quantity): rank, posterior mean and variance, status."""
+        """One row per (replicate, quantity): rank, posterior mean, variance and IQR, status."""
         data = [self.data_of(cohort) for cohort in cohorts]
         fits = self.sampler.fit(data, seeds)
         rows = []
@@ -176,6 +176,7 @@ class SbcAnalysis:
             for row in self.ranks(self.sampler.posterior(fit), truth, dataset, index):
                 if not fit.passed:  # the truth is kept; a non-converged posterior ranks nothing
                     row |= {"rank": np.nan, "posterior_mean": np.nan, "posterior_var": np.nan}
+                    row |= {"posterior_iqr": np.nan}
                 rows.append({**base, **row})
         return pd.DataFrame(rows)
 
@@ -307,7 +308,14 @@ def rank_row(kind: str, name: str, draws: np.ndarray, value: float, *, seed: int
         "true_value": value,
         "posterior_mean": float(draws.mean()),
         "posterior_var": float(draws.var(ddof=1)),
+        "posterior_iqr": interquartile_range(draws),
     }
+
+
+def interquartile_range(values: np.ndarray) -> float:
+    """The distance between the 25% and 75% quantiles."""
+    lower, upper = np.quantile(values, [0.25, 0.75])
+    return float(upper - lower)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -408,7 +416,7 @@ def execute(config: SbcConfig, out: str, chunks: list[int], *, workers: int) -> 
         for chunk in chunks:
             yield run_chunk(config, out, chunk)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with worker_pool(workers) as pool:
         futures = [pool.submit(run_chunk, config, out, chunk) for chunk in chunks]
         for future in as_completed(futures):
             yield future.result()
