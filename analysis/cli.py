@@ -584,7 +584,7 @@ def sbc(
     under --out; rerunning resumes. Every cohort is simulated: nothing here is study data.
     """
     from simulations.sbc import SbcConfig, run_sbc
-    from simulations.sbc_summary import fits_table, summary_table, verdict
+    from simulations.sbc_summary import failure_dependent, fits_table, summary_table, verdict
 
     try:
         config = SbcConfig(model=model_name, draws=draws, root_seed=seed, prior_set=prior_set)
@@ -600,6 +600,12 @@ def sbc(
     write_atomically(fits.to_csv(index=False, lineterminator="\n"), out / "fits.csv")
     make_figure(out / "ranks.parquet", out / "sbc_summary.csv", out / "sbc_ecdf.png")
     click.echo(verdict(summary, fits))
+    for row in failure_dependent(summary).itertuples():
+        click.echo(
+            f"Failed fits depend on {row.quantity}: median true value {row.true_median_failed:.3g} "
+            f"in failed fits, {row.true_median_ranked:.3g} in ranked ones "
+            f"(Mann-Whitney p = {row.failure_p_value:.1e})"
+        )
     prior = summary[summary["informed_by"] == "prior"]["quantity"].tolist()
     if prior:
         click.echo(f"Informed by the prior alone (contraction < 0.1): {', '.join(prior)}")

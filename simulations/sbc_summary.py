@@ -14,6 +14,11 @@ same size, which gives
 - ``passes``: ``p_value`` above ``0.05 / K`` for the K quantities of the model (Bonferroni),
   so that a calibrated model passes with probability at least 0.95 as a whole.
 
+``true_median_ranked``, ``true_median_failed`` and ``failure_p_value`` (Mann-Whitney, true
+values of the failed against the ranked fits) show whether fits fail where the truth lies in
+one region: the ranked fits are then a sample of the prior restricted to where the fit
+converges, and a selection that SBC alone cannot see.
+
 ``contraction`` is ``1 - (posterior IQR / prior IQR)^2``, the median over the replicates (the
 prior IQR is that of the true values, which are prior draws): near 1 the design identifies the
 quantity, near 0 the prior alone informs it (labels as ``models.sensitivity``). For a normal
@@ -29,6 +34,7 @@ import functools
 import numpy as np
 import pandas as pd
 from scipy.special import bdtr
+from scipy.stats import mannwhitneyu
 
 from models.sensitivity import informed_by
 
@@ -49,6 +55,9 @@ SUMMARY_COLUMNS = [
     "passes",
     "contraction",
     "informed_by",
+    "true_median_ranked",
+    "true_median_failed",
+    "failure_p_value",
 ]
 
 
@@ -88,6 +97,7 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     ranked = rows[rows["status"] == "ok"]
     failed = rows.loc[rows["status"] != "ok", "replicate"].nunique()
     quantities = ranked.groupby(["quantity", "kind"], sort=False)
+    failed_truths = rows[rows["status"] != "ok"].groupby("quantity")["true_value"]
     threshold = FAMILYWISE_LEVEL / max(len(quantities), 1)
     table = []
     for (quantity, kind), group in quantities:
@@ -112,9 +122,34 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
                 "passes": p_value > threshold,
                 "contraction": contraction if kind != "log_likelihood" else np.nan,
                 "informed_by": informed_by(contraction) if kind != "log_likelihood" else "",
+                **failure_dependence(group["true_value"], failed_truths, quantity),
             }
         )
     return pd.DataFrame(table, columns=SUMMARY_COLUMNS)
+
+
+def failure_dependence(ranked: pd.Series, failed_truths, quantity: str) -> dict:
+    """Median true value in the ranked and in the failed fits, and the Mann-Whitney p-value."""
+    failed = failed_truths.get_group(quantity).dropna() if quantity in failed_truths.groups else []
+    ranked = ranked.dropna()
+    if len(failed) == 0 or len(ranked) == 0:
+        return {
+            "true_median_ranked": float(np.median(ranked)) if len(ranked) else np.nan,
+            "true_median_failed": np.nan,
+            "failure_p_value": np.nan,
+        }
+    return {
+        "true_median_ranked": float(np.median(ranked)),
+        "true_median_failed": float(np.median(failed)),
+        "failure_p_value": float(mannwhitneyu(failed, ranked).pvalue),
+    }
+
+
+def failure_dependent(summary: pd.DataFrame) -> pd.DataFrame:
+    """Parameters whose true values differ between failed and ranked fits (Bonferroni)."""
+    parameters = summary[summary["kind"] == "parameter"]
+    level = FAMILYWISE_LEVEL / max(len(parameters), 1)
+    return parameters[parameters["failure_p_value"] < level].sort_values("failure_p_value")
 
 
 def median_contraction(posterior_iqr: pd.Series, true_values: pd.Series) -> float:

@@ -172,6 +172,26 @@ def test_results_identical_with_one_and_two_workers_and_on_dask(tmp_path):
     pd.testing.assert_frame_equal(comparable(serial), comparable(dask.records))
 
 
+def test_bayesian_refits_do_not_depend_on_workers_or_task_size(tmp_path):
+    """The batched refits: tasks of 3 vs 6 replicates (so other batches) and 1 vs 2 workers."""
+    analysis = {"frequentist": False, "mixed_model": False, "bayesian": {"enabled": True}}
+
+    def run(name: str, per_task: int, workers: int) -> pd.DataFrame:
+        plan = make_plan(
+            "cross_sectional", [4], initial=6, null=0, per_task=per_task, analysis=analysis
+        )
+        return comparable(run_plan(plan, tmp_path / name, workers=workers, progress=False).records)
+
+    one = run("one", per_task=6, workers=1)
+    assert len(one) == 6 * 3 and set(one["analysis"]) == {
+        "bayes_direction",
+        "bayes_rope",
+        "bayes_precision",
+    }
+    assert (one["status"] == "ok").all()
+    pd.testing.assert_frame_equal(one, run("two", per_task=3, workers=2))
+
+
 def test_resume_after_kill_9_gives_the_uninterrupted_results(tmp_path):
     text = GOOD + (
         "[replicates]\ninitial = 100\nnull = 100\nper_task = 10\n"

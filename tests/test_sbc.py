@@ -9,6 +9,7 @@ import pytest
 
 from simulations.sbc import SbcConfig, chunk_path, replicate_seeds, run_sbc
 from simulations.sbc_summary import (
+    failure_dependent,
     fits_table,
     gamma_statistic,
     null_gammas,
@@ -105,3 +106,27 @@ def test_uniformity_statistic_has_its_nominal_level():
     assert abs(np.mean(uniform) - 0.05) < 3 * np.sqrt(0.05 * 0.95 / 400)
     ranks = np.minimum(rng.integers(0, 100, size=100) + 30, 99)  # biased ranks
     assert gamma_statistic(randomised_pit(ranks, 99, seed=1)) > cutoff
+
+
+def test_failures_that_depend_on_the_truth_are_named():
+    """Fits that fail where a parameter's true value is small are a selection SBC cannot see:
+    the summary names that parameter; failures at random name nothing."""
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(size=200)
+    rows = pd.DataFrame(
+        {
+            "replicate": np.arange(200),
+            "quantity": "tau",
+            "kind": "parameter",
+            "rank": rng.integers(0, 100, size=200).astype(float),
+            "max_rank": 99,
+            "true_value": truth,
+            "posterior_iqr": 0.1,
+        }
+    )
+    selected = rows.assign(status=np.where(truth < 0.1, "not_converged", "ok"))
+    named = failure_dependent(summary_table(selected))
+    assert named["quantity"].tolist() == ["tau"]
+    assert named["true_median_failed"].iloc[0] < 0.1 < named["true_median_ranked"].iloc[0]
+    at_random = rows.assign(status=np.where(rng.uniform(size=200) < 0.1, "not_converged", "ok"))
+    assert failure_dependent(summary_table(at_random)).empty
