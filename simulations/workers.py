@@ -1,10 +1,15 @@
-"""Local worker processes: one per core, each pinned to its core and running one thread.
+"""Local worker processes (power engine, SBC): one per core, each on one JAX CPU device, pinned
+to its core and running one thread per library.
 
-JAX (XLA), numba and BLAS each start a thread pool per process. Two worker processes on two
-cores then run four or more busy threads and slow each other down: a batch of refits took
-about 1.6 times as long per worker as alone (measured on this package's 2-core machine with
-``benchmarks/power_throughput.py``). Each worker here asks every library for one thread before
-importing it, and binds itself to one core, taken in turn.
+A spawned worker inherits its parent's environment. Once the parent has imported PyMC's JAX
+module, that holds ``XLA_FLAGS`` asking for 100 host devices: the worker's JAX then ran about
+400 threads and its batched refits took twice as long as in a single process (64 refits at
+n = 8 on 2 workers: 5.4 s before this module's settings, 2.8 s with them; ``batch_2proc`` in
+``benchmarks/power_throughput.py``, on this package's 2-core machine). Each worker therefore
+drops that flag and asks JAX for one CPU device; it also asks XLA, numba, OpenMP and BLAS for
+one thread each (the environment for libraries not yet loaded, threadpoolctl for pools already
+loaded) and binds every thread it has to one core, taken in turn, so that workers do not
+compete for cores.
 """
 
 from __future__ import annotations
@@ -12,15 +17,21 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from pathlib import Path
 
 #: Environment that makes XLA, numba, OpenMP and BLAS use one thread in a worker.
 ONE_THREAD = {
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
     "NUMBA_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
+    "JAX_NUM_CPU_DEVICES": "1",
 }
+
+
+#: PyMC's flag for many XLA host devices, which a worker must not inherit.
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
@@ -34,11 +45,39 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
 
 def start_worker(counter) -> None:
     """Worker initializer: one thread per library, and the next core in turn."""
+    from threadpoolctl import threadpool_limits
+
     for name, value in ONE_THREAD.items():
-        os.environ.setdefault(name, value)
+        os.environ[name] = value
+    os.environ["XLA_FLAGS"] = " ".join([*inherited_xla_flags(), ONE_THREAD["XLA_FLAGS"]])
+    threadpool_limits(limits=1)
     with counter.get_lock():
         index = counter.value
         counter.value += 1
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cores) > 1:
-        os.sched_setaffinity(0, {cores[index % len(cores)]})
+        pin_every_thread({cores[index % len(cores)]})
+
+
+def inherited_xla_flags() -> list[str]:
+    """The parent's XLA flags without PyMC's request for 100 host devices.
+
+    ``pymc.sampling.jax`` sets ``--xla_force_host_platform_device_count=100`` in the
+    environment when imported (for ``pmap`` over chains), and a worker spawned afterwards
+    inherits it before its JAX starts: it then ran about 400 threads and its batched refits
+    took about twice as long. The batched sampler runs on one device.
+    """
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    return [flag for flag in flags if not flag.startswith(DEVICE_COUNT_FLAG)]
+
+
+def pin_every_thread(cores: set[int]) -> None:
+    """Bind every thread of this process to ``cores`` (``sched_setaffinity(0)`` binds only the
+    calling thread; threads that already run keep their own affinity)."""
+    tasks = Path("/proc/self/task")
+    for task in tasks.iterdir() if tasks.is_dir() else []:
+        try:
+            os.sched_setaffinity(int(task.name), cores)
+        except OSError:  # a thread that ended meanwhile
+            continue
+    os.sched_setaffinity(0, cores)
