@@ -18,11 +18,12 @@ from models.names import SAMPLERS
 class SamplerSettings:
     """How to sample. ``retry_target_accepts`` are tried in turn after a failed gate.
 
-    nutpie is the default. In ``benchmarks/fit_backends.py`` (2 cores, compilation included, 4 x
-    1000 draws) it had the shortest wall time on the three mechanistic models (37-44 s against
-    numpyro's 40-56 s); numpyro drew more effective samples per second on every model (twice as
-    many on positive_rate, 5-24% more on the others) but needs JAX (the optional ``bench``
-    group). PyMC's own NUTS took two to three times as long everywhere.
+    nutpie is the default for single fits (``cd49d fit``). In ``benchmarks/fit_backends.py``
+    (2 cores, compilation included, 4 x 1000 draws; measured before the subject effects were
+    reparameterised, ``models/effects.py``) it had the shortest wall time on the three
+    mechanistic models, numpyro drew more effective samples per second, and PyMC's own NUTS
+    took two to three times as long everywhere. Many fits of one model use the batched JAX
+    sampler instead (``models.batch``).
     """
 
     sampler: str = "nutpie"
