@@ -233,9 +233,10 @@ class BatchSampler:
             divergences += int(before.stats["divergences"])
         quantities = np.moveaxis(draws, -1, 0)  # (quantity, chain, draw)
         first = quantities[:, :1, :1]
-        constant = np.all(np.abs(quantities - first) <= 1e-12 * (1 + np.abs(first)), axis=(1, 2))
         rhat, ess_bulk, ess_tail = gate_statistics(quantities)
-        with np.errstate(divide="ignore", invalid="ignore"):  # a stuck chain: NaN, which fails
+        with np.errstate(divide="ignore", invalid="ignore"):  # inf draws or a stuck chain: NaN,
+            spread = np.abs(quantities - first)  # which fails the gate
+            constant = np.all(spread <= 1e-12 * (1 + np.abs(first)), axis=(1, 2))
             ebfmi = np.mean(np.diff(energy, axis=1) ** 2, axis=1) / np.var(energy, axis=1)
         report = gate(
             self.labels,
