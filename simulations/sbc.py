@@ -300,15 +300,19 @@ def rank_row(kind: str, name: str, draws: np.ndarray, value: float, *, seed: int
     below, ties = int(np.sum(draws < value)), int(np.sum(draws == value))
     if ties:
         below += int(np.random.default_rng([seed, len(name)]).integers(ties + 1))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf draws of a fit that failed
+        moments = {
+            "posterior_mean": float(draws.mean()),
+            "posterior_var": float(draws.var(ddof=1)),
+            "posterior_iqr": interquartile_range(draws),
+        }
     return {
         "kind": kind,
         "quantity": name,
         "rank": below,
         "max_rank": draws.size,
         "true_value": value,
-        "posterior_mean": float(draws.mean()),
-        "posterior_var": float(draws.var(ddof=1)),
-        "posterior_iqr": interquartile_range(draws),
+        **moments,
     }
 
 
