@@ -63,12 +63,12 @@ def print_result(result: dict) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def parse_result(completed: subprocess.CompletedProcess) -> dict:
-    """Parent side: the child's result line, or an error naming its exit status and last
-    stderr line."""
+def parse_result(completed: subprocess.CompletedProcess, prefix: str = RESULT_PREFIX) -> dict:
+    """Parent side: the child's result line (starting with ``prefix``), or an error naming
+    its exit status and last stderr line."""
     for line in reversed(completed.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line.removeprefix(RESULT_PREFIX))
+        if line.startswith(prefix):
+            return json.loads(line.removeprefix(prefix))
     stderr_lines = completed.stderr.strip().splitlines()
     last = stderr_lines[-1] if stderr_lines else "(no stderr)"
     return {

@@ -328,22 +328,9 @@ def run_pair_in_subprocess(model_name: str, sampler: str, args: argparse.Namespa
                 "error_message": f"no result within --timeout {args.timeout:g} s",
             }
         else:
-            result = parse_child_output(completed)
+            result = bench_common.parse_result(completed, RESULT_PREFIX)
     result["subprocess_s"] = time.perf_counter() - start
     return complete_row(model_name, sampler, result)
-
-
-def parse_child_output(completed: subprocess.CompletedProcess) -> dict:
-    """The child's result line, or an error naming its exit status and last stderr line."""
-    for line in reversed(completed.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line.removeprefix(RESULT_PREFIX))
-    stderr_lines = completed.stderr.strip().splitlines()
-    last = stderr_lines[-1] if stderr_lines else "(no stderr)"
-    return {
-        "error_type": "ChildProcessError",
-        "error_message": f"exit status {completed.returncode}: {last}",
-    }
 
 
 def complete_row(model_name: str, sampler: str, result: dict) -> dict:
