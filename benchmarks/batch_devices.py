@@ -33,10 +33,9 @@ import argparse
 import csv
 import time
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 
-from bench_common import format_table
+from bench_common import format_table, package_versions
 from refit_paths import compile_retry_programs, draw_trials, warmup_trials
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -106,12 +105,7 @@ def describe_runtime() -> str:
     """JAX's devices and backend, and the versions of the libraries the batch path uses."""
     import jax
 
-    versions = []
-    for name in VERSIONS:
-        try:
-            versions.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{name} -")
+    versions = package_versions(VERSIONS)
     return "\n".join(
         [
             f"jax.devices(): {jax.devices()}",

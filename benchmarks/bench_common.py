@@ -111,18 +111,23 @@ def write_csv(rows: list[dict], path: Path, columns: list[str]) -> None:
         writer.writerows(rows)
 
 
-def machine_facts() -> list[str]:
-    """CPU count, load, platform and the versions of the samplers' libraries."""
+def package_versions(names) -> list[str]:
+    """``NAME VERSION`` of each installed package, ``NAME (not installed)`` otherwise."""
     from importlib import metadata
 
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    names = ("pymc", "pytensor", "nutpie", "jax", "blackjax", "arviz")
     versions = []
     for name in names:
         try:
             versions.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{name} (not installed)")
+    return versions
+
+
+def machine_facts() -> list[str]:
+    """CPU count, load, platform and the versions of the samplers' libraries."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    versions = package_versions(("pymc", "pytensor", "nutpie", "jax", "blackjax", "arviz"))
     return [
         f"os.cpu_count(): {os.cpu_count()}",
         f"load average (1, 5, 15 min): {load}",
