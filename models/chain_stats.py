@@ -43,23 +43,11 @@ def gate_statistics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     half = n_draws // 2
     split = np.concatenate([values[:, :, :half], values[:, :, n_draws - half :]], axis=1)
     pooled = split.reshape(quantities, -1)
-    table = score_table(pooled.shape[1])
-    # numpy sorts several times faster than numba; the rest runs compiled.
+    # numpy sorts several times faster than numba; the rest runs compiled, one quantity at a
+    # time, so that its working arrays stay in the cache.
     order = np.argsort(pooled, axis=1)
-    ordered = take_rows(pooled, order)
-    bulk = _scores(order, ordered, table)
-    folded_scores = _folded_scores(order, ordered, table)
-    if n_draws % 2:  # the tail quantiles are taken over every draw
-        ordered = np.sort(values.reshape(quantities, -1), axis=1)
-    out = _statistics(split, bulk.reshape(split.shape), folded_scores.reshape(split.shape), ordered)
-    out[np.isnan(values).any(axis=(1, 2))] = np.nan
+    out = _statistics(split, order, score_table(pooled.shape[1]), values)
     return out[:, 0], out[:, 1], out[:, 2]
-
-
-def take_rows(values: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """``take_along_axis`` on the last axis by flat indexing (faster for many short rows)."""
-    rows, n = values.shape
-    return values.ravel()[(order + (np.arange(rows) * n)[:, None]).ravel()].reshape(rows, n)
 
 
 @functools.lru_cache(maxsize=32)
@@ -70,65 +58,77 @@ def score_table(n: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _scores(order, ordered, table):  # pragma: no cover - compiled
-    rows, n = order.shape
-    scores = np.empty((rows, n))
-    for r in range(rows):
-        start = 0
-        while start < n:
-            end = start
-            while end + 1 < n and ordered[r, end + 1] == ordered[r, start]:
-                end += 1
-            score = table[start + end + 2]  # twice the 1-based average rank of the ties
-            for k in range(start, end + 1):
-                scores[r, order[r, k]] = score
-            start = end + 1
-    return scores
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _folded_scores(order, ordered, table):  # pragma: no cover - compiled
-    """Scores of ``|x - median(x)|``: the fold of sorted values is two sorted runs (from the
-    median up and from it down), merged here instead of sorted again."""
-    rows, n = order.shape
-    scores = np.empty((rows, n))
-    merged = np.empty(n, dtype=np.int64)
-    folded = np.empty(n)
-    for r in range(rows):
-        median = _sorted_quantile(ordered[r], 0.5)
-        up = np.searchsorted(ordered[r], median)
-        down = up - 1
-        for k in range(n):
-            take_up = up < n and (down < 0 or ordered[r, up] - median <= median - ordered[r, down])
-            if take_up:
-                merged[k], folded[k] = up, ordered[r, up] - median
-                up += 1
-            else:
-                merged[k], folded[k] = down, median - ordered[r, down]
-                down -= 1
-        start = 0
-        while start < n:
-            end = start
-            while end + 1 < n and folded[end + 1] == folded[start]:
-                end += 1
-            score = table[start + end + 2]
-            for k in range(start, end + 1):
-                scores[r, order[r, merged[k]]] = score
-            start = end + 1
-    return scores
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _statistics(split, bulk, folded, ordered):  # pragma: no cover - compiled
-    quantities = split.shape[0]
+def _statistics(split, order, table, values):  # pragma: no cover - compiled
+    quantities, chains, half = split.shape
+    n = chains * half
     out = np.empty((quantities, 3))
+    ordered = np.empty(n)
+    bulk = np.empty(n)
+    folded = np.empty(n)
+    merged = np.empty(n, dtype=np.int64)
+    distance = np.empty(n)
     for q in range(quantities):
-        out[q, 0] = max(_plain_rhat(bulk[q]), _plain_rhat(folded[q]))
-        out[q, 1] = _ess(bulk[q])
-        low = (split[q] <= _sorted_quantile(ordered[q], 0.05)).astype(np.float64)
-        high = (split[q] <= _sorted_quantile(ordered[q], 0.95)).astype(np.float64)
+        pooled = split[q].reshape(n)
+        rank_order = order[q]
+        for k in range(n):
+            ordered[k] = pooled[rank_order[k]]
+        odd_middle = values[q, :, half : values.shape[2] - half]  # dropped by the split
+        if np.isnan(ordered[n - 1]) or np.isnan(odd_middle).any():  # numpy sorts NaN last
+            out[q, :] = np.nan
+            continue
+        _scores(rank_order, ordered, table, bulk)
+        _folded_scores(rank_order, ordered, table, folded, merged, distance)
+        bulk_chains = bulk.reshape(chains, half)
+        out[q, 0] = max(_plain_rhat(bulk_chains), _plain_rhat(folded.reshape(chains, half)))
+        out[q, 1] = _ess(bulk_chains)
+        # The tail quantiles are taken over every draw, the middle one of odd chains too.
+        tails = ordered if values.shape[2] % 2 == 0 else np.sort(values[q].ravel())
+        low = (split[q] <= _sorted_quantile(tails, 0.05)).astype(np.float64)
+        high = (split[q] <= _sorted_quantile(tails, 0.95)).astype(np.float64)
         out[q, 2] = min(_ess(low), _ess(high))
     return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _scores(order, ordered, table, scores):  # pragma: no cover - compiled
+    """Normal scores of the average ranks of one quantity's pooled draws."""
+    n = order.size
+    start = 0
+    while start < n:
+        end = start
+        while end + 1 < n and ordered[end + 1] == ordered[start]:
+            end += 1
+        score = table[start + end + 2]  # twice the 1-based average rank of the ties
+        for k in range(start, end + 1):
+            scores[order[k]] = score
+        start = end + 1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _folded_scores(order, ordered, table, scores, merged, folded):  # pragma: no cover
+    """Scores of ``|x - median(x)|``: the fold of sorted values is two sorted runs (from the
+    median up and from it down), merged here instead of sorted again."""
+    n = order.size
+    median = _sorted_quantile(ordered, 0.5)
+    up = np.searchsorted(ordered, median)
+    down = up - 1
+    for k in range(n):  # without branches: which run comes next is unpredictable
+        above = ordered[min(up, n - 1)] - median if up < n else np.inf
+        below = median - ordered[max(down, 0)] if down >= 0 else np.inf
+        take_up = above <= below
+        merged[k] = up if take_up else down
+        folded[k] = min(above, below)
+        up += take_up
+        down -= 1 - take_up
+    start = 0
+    while start < n:
+        end = start
+        while end + 1 < n and folded[end + 1] == folded[start]:
+            end += 1
+        score = table[start + end + 2]
+        for k in range(start, end + 1):
+            scores[order[merged[k]]] = score
+        start = end + 1
 
 
 @numba.njit(cache=True, error_model="numpy")

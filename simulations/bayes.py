@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from models.batch import BatchSampler, BatchSettings
 from models.data import Cohort
@@ -50,16 +51,14 @@ BACKEND_DEFAULTS = {
 }
 
 
-def endpoint_draws(draws: dict, endpoint: str) -> np.ndarray:
+def endpoint_draws(draws: dict, endpoint: str) -> xr.DataArray:
     """Posterior draws of an endpoint on its test scale (log for ratio fold changes), from the
     fit's estimand draws (``models.estimands.estimand_draws``)."""
     if endpoint == "exacerbation_log_or":
-        values = draws["exacerbation_log_or"]
-    elif endpoint.startswith("ratio_fold_change_"):
-        values = np.log(draws["ratio_fold_change"].sel(subset=endpoint_subset(endpoint)))
-    else:
-        values = draws["differential_reduction"].sel(subset=endpoint_subset(endpoint))
-    return np.asarray(values).ravel()
+        return draws["exacerbation_log_or"]
+    if endpoint.startswith("ratio_fold_change_"):
+        return np.log(draws["ratio_fold_change"].sel(subset=endpoint_subset(endpoint)))
+    return draws["differential_reduction"].sel(subset=endpoint_subset(endpoint))
 
 
 def decision_rows(draws: np.ndarray, endpoint: str, rules: Bayesian) -> list[dict]:
@@ -165,11 +164,25 @@ class BayesianAnalysis:
             fits = self.sampler.fit([self.data_of(d) for d in datasets], seeds)
         except Exception as err:  # the whole batch failed: every trial gets the error
             return [self.failed(err) for _ in datasets]
+        endpoints = self.batch_endpoint_draws([fit for fit in fits if fit.passed])
+        return [self.rows_of(fit.report, lambda fit=fit: endpoints[id(fit)]) for fit in fits]
+
+    def batch_endpoint_draws(self, fits: list) -> dict[int, dict[str, np.ndarray]]:
+        """Every endpoint's draws of each fit (keyed by ``id(fit)``), the estimands computed
+        once for all fits of the same number of draws (stacked along a ``dataset`` axis)."""
         needed = ["pct_pos", "kappa", "exacerbation_log_or"]  # what the endpoints are made of
-        return [
-            self.rows_of(fit.report, lambda fit=fit: self.sampler.posterior(fit, needed))
-            for fit in fits
-        ]
+        by_shape: dict[tuple, list] = {}
+        for fit in fits:
+            by_shape.setdefault(fit.draws.shape, []).append(fit)
+        endpoints = {}
+        for group in by_shape.values():
+            posteriors = [self.sampler.posterior(fit, needed) for fit in group]
+            draws = estimand_draws(xr.concat(posteriors, dim="dataset"), self.spec)
+            for endpoint in self.plan.trial.endpoints:
+                values = endpoint_draws(draws, endpoint).transpose("dataset", ...).values
+                for fit, fit_values in zip(group, values, strict=True):
+                    endpoints.setdefault(id(fit), {})[endpoint] = fit_values.ravel()
+        return endpoints
 
     def analyse_one(self, dataset: pd.DataFrame, seed: int) -> list[dict]:
         """Rows for one trial with the nutpie backend."""
@@ -177,20 +190,28 @@ class BayesianAnalysis:
             result = self.sampler.fit(self.data_of(dataset), seed=seed, thresholds=self.thresholds)
         except Exception as err:
             return self.failed(err)
-        return self.rows_of(result.report, lambda: result.idata["posterior"].to_dataset())
+
+        def endpoints():
+            draws = estimand_draws(result.idata["posterior"].to_dataset(), self.spec)
+            return {
+                e: np.asarray(endpoint_draws(draws, e)).ravel() for e in self.plan.trial.endpoints
+            }
+
+        return self.rows_of(result.report, endpoints)
 
     def failed(self, err: Exception) -> list[dict]:
         rules, endpoints = self.plan.analysis.bayesian, self.plan.trial.endpoints
         return failed_rows(endpoints, rules, "error", type(err).__name__, str(err))
 
-    def rows_of(self, report, posterior) -> list[dict]:
-        """Decision rows of a gated fit, or ``not_converged`` rows naming the failures."""
+    def rows_of(self, report, endpoint_values) -> list[dict]:
+        """Decision rows of a gated fit (``endpoint_values()``: each endpoint's draws), or
+        ``not_converged`` rows naming the failures."""
         rules, endpoints = self.plan.analysis.bayesian, self.plan.trial.endpoints
         if not report.passed:
             message = "; ".join(report.failures)
             return failed_rows(endpoints, rules, "not_converged", "DiagnosticsGate", message)
-        draws = estimand_draws(posterior(), self.spec)
+        values = endpoint_values()
         rows = []
         for endpoint in endpoints:
-            rows += decision_rows(endpoint_draws(draws, endpoint), endpoint, rules)
+            rows += decision_rows(values[endpoint], endpoint, rules)
         return rows

@@ -53,6 +53,14 @@ def test_constant_and_missing_quantities():
     assert np.isfinite([rhat[2], ess_bulk[2], ess_tail[2]]).all()
 
 
+def test_missing_draw_that_the_split_leaves_out():
+    draws = np.random.default_rng(2).normal(size=(2, 4, 101))
+    draws[0, 1, 50] = np.nan  # the middle draw of an odd chain: in no split half
+    rhat, ess_bulk, ess_tail = gate_statistics(draws)
+    assert np.isnan([rhat[0], ess_bulk[0], ess_tail[0]]).all()
+    assert np.isfinite([rhat[1], ess_bulk[1], ess_tail[1]]).all()
+
+
 def test_too_few_draws_are_refused():
     with pytest.raises(ValueError, match="at least 2 chains of 4 draws"):
         gate_statistics(np.zeros((1, 1, 10)))
