@@ -4,8 +4,10 @@
 - ``posterior_check``: long fits (default 4 chains x 10000 draws) of the same trials by the
   batch backend and by nutpie (``RefitSampler``, 1000 tuning steps); the estimand tables
   (``models.estimands.estimand_table``) compared as differences in units of nutpie's posterior
-  SD, for the mean and the 2.5% and 97.5% quantiles. With both runs this long, Monte Carlo
-  error is a few hundredths of an SD, so larger differences would be bias.
+  SD, for the mean and the 2.5% and 97.5% quantiles, and each over its Monte Carlo SE (from
+  both runs' bulk ESS for the mean, ArviZ's quantile MCSE for the quantiles). With both runs
+  this long, Monte Carlo error is a few hundredths of an SD, so larger differences would be
+  bias; the differences over their MCSE say whether what remains is noise.
 - ``power_check``: the power of ``bayes_direction`` per endpoint estimated by both backends on
   the same simulated trials (the engine's seeds), with MCSE; they agree when the difference is
   within 2 x sqrt(mcse_batch^2 + mcse_nutpie^2) (conservative: both are fitted to the same
@@ -31,6 +33,10 @@ ESTIMAND_VARIABLES = ["pct_pos", "kappa", "saturation_mean", "saturation", "exac
 KEYS = ["dataset", "estimand", "group", "subset"]
 #: Differences above this many posterior SDs are counted.
 SD_TOLERANCE = 0.1
+#: The quantiles compared (those of the 95% equal-tailed interval).
+QUANTILES = (0.025, 0.975)
+#: Differences in units of their Monte Carlo SE: about standard normal if they are noise.
+OVER_MCSE = ("mean_over_mcse", "q2.5_over_mcse", "q97.5_over_mcse")
 CURVE_TARGET_S = 600.0
 CURVE_TARGET_REFITS = 4000
 
@@ -46,7 +52,6 @@ def batch_tables(plan, trials: list[Trial], draws: int) -> tuple[pd.DataFrame, l
     tuple
         The tables of every trial (column ``dataset``) and each fit's gate outcome and attempts.
     """
-    from models.estimands import estimand_table
     from simulations.bayes import BayesianAnalysis
 
     analysis = BayesianAnalysis(
@@ -60,8 +65,8 @@ def batch_tables(plan, trials: list[Trial], draws: int) -> tuple[pd.DataFrame, l
             [analysis.data_of(t.dataset) for t in chunk], [t.seed_analysis for t in chunk]
         )
         for trial, fit in zip(chunk, fits, strict=True):
-            table = estimand_table(sampler.posterior(fit, ESTIMAND_VARIABLES), analysis.spec)
-            tables.append(table.assign(dataset=trial.replicate))
+            posterior = sampler.posterior(fit, ESTIMAND_VARIABLES)
+            tables.append(check_table(posterior, analysis.spec).assign(dataset=trial.replicate))
             outcomes.append(f"{'passed' if fit.passed else 'FAILED'} {'+'.join(fit.attempts)}")
     return pd.concat(tables, ignore_index=True), outcomes
 
@@ -69,7 +74,6 @@ def batch_tables(plan, trials: list[Trial], draws: int) -> tuple[pd.DataFrame, l
 def nutpie_tables(plan, trials: list[Trial], draws: int) -> tuple[pd.DataFrame, list[str]]:
     """Estimand tables of long nutpie fits (``RefitSampler``, the plan's chains, 1000 tuning
     steps), with each fit's gate outcome and target acceptances."""
-    from models.estimands import estimand_table
     from simulations.bayes import BayesianAnalysis
 
     settings = {"backend": "nutpie", "draws": draws, "tune": 1000}
@@ -82,15 +86,42 @@ def nutpie_tables(plan, trials: list[Trial], draws: int) -> tuple[pd.DataFrame, 
             thresholds=analysis.thresholds,
         )
         posterior = result.idata["posterior"].to_dataset()
-        tables.append(estimand_table(posterior, analysis.spec).assign(dataset=trial.replicate))
+        tables.append(check_table(posterior, analysis.spec).assign(dataset=trial.replicate))
         accepts = "+".join(f"{a:g}" for a in result.attempts)
         outcomes.append(f"{'passed' if result.passed else 'FAILED'} nutpie@{accepts}")
     return pd.concat(tables, ignore_index=True), outcomes
 
 
+def check_table(posterior, spec) -> pd.DataFrame:
+    """The estimand table (``models.estimands.estimand_table``) with the Monte Carlo SE of
+    each element's 2.5% and 97.5% quantiles (ArviZ's ``mcse(method="quantile")``)."""
+    import arviz as az
+
+    from models.estimands import estimand_draws, estimand_table
+
+    rows = []
+    for name, draws in estimand_draws(posterior, spec).items():
+        low = az.mcse(draws, method="quantile", prob=QUANTILES[0])
+        high = az.mcse(draws, method="quantile", prob=QUANTILES[1])
+        for index in np.ndindex(*low.shape):
+            at = {dim: low[dim].values[i] for dim, i in zip(low.dims, index, strict=True)}
+            rows.append(
+                {
+                    "estimand": name,
+                    "group": at.get("group", at.get("treated_subject", "")),
+                    "subset": at.get("subset", ""),
+                    "mcse_q2.5": float(low.values[index]),
+                    "mcse_q97.5": float(high.values[index]),
+                }
+            )
+    keys = ["estimand", "group", "subset"]
+    return estimand_table(posterior, spec).merge(pd.DataFrame(rows), on=keys, validate="1:1")
+
+
 def standardised_differences(batch: pd.DataFrame, nutpie: pd.DataFrame) -> pd.DataFrame:
     """Per estimand and dataset: (batch - nutpie) / nutpie's posterior SD for the mean and the
-    two quantiles, and the mean's difference over its Monte Carlo SE (from both bulk ESS)."""
+    two quantiles, and each difference over its Monte Carlo SE (the mean's from both bulk
+    ESS, a quantile's from both runs' quantile MCSE)."""
     merged = batch.merge(nutpie, on=KEYS, suffixes=("_batch", "_nutpie"), validate="one_to_one")
     scale = merged["sd_nutpie"]
     out = merged[KEYS].copy()
@@ -101,17 +132,20 @@ def standardised_differences(batch: pd.DataFrame, nutpie: pd.DataFrame) -> pd.Da
         + merged["sd_nutpie"] ** 2 / merged["ess_bulk_nutpie"]
     )
     out["mean_over_mcse"] = (merged["mean_batch"] - merged["mean_nutpie"]) / mcse
+    for stat in ("q2.5", "q97.5"):
+        mcse = np.hypot(merged[f"mcse_{stat}_batch"], merged[f"mcse_{stat}_nutpie"])
+        out[f"{stat}_over_mcse"] = (merged[f"{stat}_batch"] - merged[f"{stat}_nutpie"]) / mcse
     return out
 
 
 def difference_summary(differences: pd.DataFrame) -> list[dict]:
     """Per statistic: the largest |difference|, how many exceed the tolerance, mean and SD."""
     rows = []
-    for stat in ("mean", "q2.5", "q97.5", "mean_over_mcse"):
+    for stat in ("mean", "q2.5", "q97.5", *OVER_MCSE):
         values = differences[stat]
         worst = differences.loc[values.abs().idxmax()]
-        unit = "Monte Carlo SE" if stat == "mean_over_mcse" else "posterior SD"
-        counted = stat != "mean_over_mcse"
+        counted = stat not in OVER_MCSE
+        unit = "posterior SD" if counted else "Monte Carlo SE"
         rows.append(
             {
                 "statistic": stat,
@@ -168,8 +202,8 @@ def posterior_check(plan, *, n: int, datasets: int, draws: int) -> None:
     )
     print(
         "noise, not bias, if each statistic's mean is within about 2 se_of_mean of 0 (the "
-        "estimands of one dataset are correlated, so se_of_mean is optimistic) and "
-        "mean_over_mcse has SD near 1"
+        "estimands of one dataset are correlated, so se_of_mean is optimistic) and the "
+        "*_over_mcse rows have mean near 0 and SD near 1"
     )
     print("\nPer estimand, standardised difference of the posterior mean over datasets:")
     print(format_table(per_estimand_bias(differences).to_dict("records")))

@@ -173,7 +173,7 @@ def add_section_options(checks) -> None:
         "--check-datasets", type=int, default=20, help="trials of --check (default: 20)"
     )
     checks.add_argument(
-        "--check-draws", type=int, default=10000, help="draws per chain of --check (default: 10000)"
+        "--check-draws", type=int, default=25000, help="draws per chain of --check (default: 25000)"
     )
     checks.add_argument(
         "--power-check",

@@ -20,6 +20,7 @@ import pymc as pm
 import xarray as xr
 
 from models.diagnostics import element_labels
+from models.fit import CHECKS_COMPILE
 
 #: Contraction at or above this: identified by the data; below WEAK: informed by the prior.
 IDENTIFIED, WEAK = 0.5, 0.1
@@ -78,7 +79,7 @@ def power_scaling_table(model: pm.Model, idata: xr.DataTree, var_names: list[str
     """Power-scaling sensitivity of the named posterior variables (adds ``log_prior``)."""
     if "log_prior" not in idata.children:
         with model, contextlib.redirect_stderr(io.StringIO()):
-            pm.stats.compute_log_prior(idata, progressbar=False)
+            pm.stats.compute_log_prior(idata, progressbar=False, compile_kwargs=CHECKS_COMPILE)
     names = [n for n in var_names if n in idata["posterior"].data_vars]
     # Scale only the priors of global parameters: scaling the N(0, 1) priors of hundreds of
     # non-centred subject effects as well flags conflicts that are artefacts of the hierarchy.
