@@ -164,24 +164,26 @@ class BayesianAnalysis:
             fits = self.sampler.fit([self.data_of(d) for d in datasets], seeds)
         except Exception as err:  # the whole batch failed: every trial gets the error
             return [self.failed(err) for _ in datasets]
-        endpoints = self.batch_endpoint_draws([fit for fit in fits if fit.passed])
-        return [self.rows_of(fit.report, lambda fit=fit: endpoints[id(fit)]) for fit in fits]
+        endpoints = self.batch_endpoint_draws(fits)
+        return [self.rows_of(fit.report, lambda i=i: endpoints[i]) for i, fit in enumerate(fits)]
 
-    def batch_endpoint_draws(self, fits: list) -> dict[int, dict[str, np.ndarray]]:
-        """Every endpoint's draws of each fit (keyed by ``id(fit)``), the estimands computed
-        once for all fits of the same number of draws (stacked along a ``dataset`` axis)."""
+    def batch_endpoint_draws(self, fits: list) -> list[dict[str, np.ndarray]]:
+        """Every endpoint's draws of each fit that passed the gate (an empty dict for one that
+        failed), the estimands computed once for all fits with the same number of draws,
+        stacked along a ``dataset`` axis."""
         needed = ["pct_pos", "kappa", "exacerbation_log_or"]  # what the endpoints are made of
-        by_shape: dict[tuple, list] = {}
-        for fit in fits:
-            by_shape.setdefault(fit.draws.shape, []).append(fit)
-        endpoints = {}
+        by_shape: dict[tuple, list[int]] = {}
+        for i, fit in enumerate(fits):
+            if fit.passed:
+                by_shape.setdefault(fit.draws.shape, []).append(i)
+        endpoints: list[dict[str, np.ndarray]] = [{} for _ in fits]
         for group in by_shape.values():
-            posteriors = [self.sampler.posterior(fit, needed) for fit in group]
+            posteriors = [self.sampler.posterior(fits[i], needed) for i in group]
             draws = estimand_draws(xr.concat(posteriors, dim="dataset"), self.spec)
             for endpoint in self.plan.trial.endpoints:
                 values = endpoint_draws(draws, endpoint).transpose("dataset", ...).values
-                for fit, fit_values in zip(group, values, strict=True):
-                    endpoints.setdefault(id(fit), {})[endpoint] = fit_values.ravel()
+                for i, fit_values in zip(group, values, strict=True):
+                    endpoints[i][endpoint] = fit_values.ravel()
         return endpoints
 
     def analyse_one(self, dataset: pd.DataFrame, seed: int) -> list[dict]:
