@@ -18,7 +18,12 @@ runs ``batch_size`` datasets x ``chains`` chains in one XLA program (``jax.vmap`
    in each transition; its number of leapfrog steps follows from its own step size, and the
    vectorised batch runs as many as its longest chain needs (about 12% above the mean at
    n = 8; vectorised NUTS waits for the deepest tree of the batch: 3-6 times the cost here).
-   Jittering the length avoids the periodicity of fixed-length HMC.
+   Jittering the length avoids the periodicity of fixed-length HMC. With
+   ``metric="dense"`` the Laplace covariance itself is the inverse mass matrix throughout:
+   needed where parameters are strongly correlated, as the two group means of a paired design
+   (each patient's vector is shared by both samples, so the data fix the difference of the
+   means far better than the means: with the diagonal metric 16 of 16 paired trials at n = 8
+   failed the gate, bulk ESS about 60; with the dense one all passed, bulk ESS about 2700).
 3. **Longer chains, then NUTS.** A dataset that fails the gate first has its chains continued
    for ``draws`` more transitions (the gate then sees every draw of the longer chains: the
    R-hat of about a hundred quantities from 4 x 1000 draws exceeds 1.01 by chance in a few
@@ -49,6 +54,7 @@ import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import blackjax
 import jax
@@ -98,6 +104,10 @@ class BatchSettings:
     steps of a transition: a dataset whose posterior needs more (a funnel, say) fails the gate
     quickly instead of holding up every dataset of its batch, which wait for the longest
     trajectory. Well-behaved posteriors take about 5 steps.
+
+    ``metric``: ``diagonal`` (the Laplace estimate, estimated again after the first third of
+    warmup) or ``dense`` (the Laplace covariance itself, for posteriors with strongly
+    correlated parameters; each leapfrog step then costs a matrix product).
     """
 
     chains: int = 4
@@ -110,6 +120,7 @@ class BatchSettings:
     max_tree_depth: int = 7
     batch_size: int = 8
     laplace_iterations: int = 100
+    metric: Literal["diagonal", "dense"] = "diagonal"
 
     def __post_init__(self) -> None:
         if self.chains < 2 or self.draws < 4 or self.tune < 8 or self.batch_size < 1:
@@ -294,6 +305,8 @@ def fit_one(jax_model: JaxModel, settings: BatchSettings, method: str, data, key
 
     start_key, warm_key, chain_key = jax.random.split(key, 3)
     mode, scale_root, metric = laplace(logdensity, jax_model.initial_position, settings)
+    if settings.metric == "dense":
+        metric = scale_root @ scale_root.T  # the Laplace covariance as inverse mass matrix
     starts = mode + jax.random.normal(start_key, (settings.chains, mode.size)) @ scale_root.T
     if method == "hmc":
         first = settings.tune // 3
@@ -302,7 +315,8 @@ def fit_one(jax_model: JaxModel, settings: BatchSettings, method: str, data, key
         states, steps, xs, grads = jax.vmap(window, in_axes=(None, 0, 0, None))(
             metric, keys, jax.vmap(lambda x: blackjax.hmc.init(x, logdensity))(starts), None
         )
-        metric = pooled_metric(xs[:, first // 2 :], grads[:, first // 2 :], metric)
+        if settings.metric == "diagonal":
+            metric = pooled_metric(xs[:, first // 2 :], grads[:, first // 2 :], metric)
         run = partial(jittered_hmc_chain, logdensity, settings, metric, accept)
         positions, stats = jax.vmap(run)(
             jax.random.split(chain_key, settings.chains), states, steps
