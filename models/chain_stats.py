@@ -23,13 +23,21 @@ from scipy.special import ndtri
 TAIL_PROBS = (0.05, 0.95)
 
 
-def gate_statistics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gate_statistics(
+    draws: np.ndarray, same_ranks_as: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rank-normalised split R-hat, bulk ESS and tail ESS per quantity.
 
     Parameters
     ----------
     draws
         Array ``(quantity, chain, draw)`` with at least 2 chains and 4 draws.
+    same_ranks_as
+        Per quantity, the index of a quantity of which it is a strictly increasing function
+        (its own index if none; ``models.jax_graph.rank_sources``). Such a quantity has the
+        same ranks, so its bulk R-hat, bulk and tail ESS are taken from that one; only the
+        folded half of its R-hat (the ranks of ``|x - median|``, which a non-linear function
+        changes) is computed from its own draws. Default: every quantity its own.
 
     Returns
     -------
@@ -40,14 +48,22 @@ def gate_statistics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     quantities, chains, n_draws = values.shape
     if chains < 2 or n_draws < 4:
         raise ValueError("R-hat and ESS need at least 2 chains of 4 draws")
+    own = np.arange(quantities)
+    sources = own if same_ranks_as is None else np.asarray(same_ranks_as, dtype=np.int64)
+    if sources.shape != own.shape or np.any(sources[sources] != sources):
+        raise ValueError("same_ranks_as must name, per quantity, one that is its own source")
     half = n_draws // 2
     split = np.concatenate([values[:, :, :half], values[:, :, n_draws - half :]], axis=1)
     pooled = split.reshape(quantities, -1)
     # numpy sorts several times faster than numba; the rest runs compiled, one quantity at a
-    # time, so that its working arrays stay in the cache.
-    order = np.argsort(pooled, axis=1)
-    out = _statistics(split, order, score_table(pooled.shape[1]), values)
-    return out[:, 0], out[:, 1], out[:, 2]
+    # time, so that its working arrays stay in the cache. A quantity with a source shares its
+    # source's sort order (checked in _statistics).
+    order = np.empty(pooled.shape, dtype=np.int64)
+    is_own = sources == own
+    order[is_own] = np.argsort(pooled[is_own], axis=1)
+    order[~is_own] = order[sources[~is_own]]
+    out = _statistics(split, order, score_table(pooled.shape[1]), values, sources)
+    return np.maximum(out[:, 0], out[:, 1]), out[:, 2], out[:, 3]
 
 
 @functools.lru_cache(maxsize=32)
@@ -58,34 +74,49 @@ def score_table(n: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _statistics(split, order, table, values):  # pragma: no cover - compiled
+def _statistics(split, order, table, values, sources):  # pragma: no cover - compiled
+    """Columns: bulk R-hat, folded R-hat, bulk ESS, tail ESS. Quantities that are their own
+    source first, then the others (their folded R-hat only; the rest is the source's)."""
     quantities, chains, half = split.shape
     n = chains * half
-    out = np.empty((quantities, 3))
+    out = np.empty((quantities, 4))
     ordered = np.empty(n)
     bulk = np.empty(n)
     folded = np.empty(n)
     merged = np.empty(n, dtype=np.int64)
     distance = np.empty(n)
-    for q in range(quantities):
-        pooled = split[q].reshape(n)
-        rank_order = order[q]
-        for k in range(n):
-            ordered[k] = pooled[rank_order[k]]
-        odd_middle = values[q, :, half : values.shape[2] - half]  # dropped by the split
-        if np.isnan(ordered[n - 1]) or np.isnan(odd_middle).any():  # numpy sorts NaN last
-            out[q, :] = np.nan
-            continue
-        _scores(rank_order, ordered, table, bulk)
-        _folded_scores(rank_order, ordered, table, folded, merged, distance)
-        bulk_chains = bulk.reshape(chains, half)
-        out[q, 0] = max(_plain_rhat(bulk_chains), _plain_rhat(folded.reshape(chains, half)))
-        out[q, 1] = _ess(bulk_chains)
-        # The tail quantiles are taken over every draw, the middle one of odd chains too.
-        tails = ordered if values.shape[2] % 2 == 0 else np.sort(values[q].ravel())
-        low = (split[q] <= _sorted_quantile(tails, 0.05)).astype(np.float64)
-        high = (split[q] <= _sorted_quantile(tails, 0.95)).astype(np.float64)
-        out[q, 2] = min(_ess(low), _ess(high))
+    for shared in (False, True):
+        for q in range(quantities):
+            if (sources[q] != q) != shared:
+                continue
+            pooled = split[q].reshape(n)
+            rank_order = order[q]
+            for k in range(n):
+                ordered[k] = pooled[rank_order[k]]
+            odd_middle = values[q, :, half : values.shape[2] - half]  # dropped by the split
+            if np.isnan(ordered).any() or np.isnan(odd_middle).any():
+                out[q, :] = np.nan
+                continue
+            if shared:
+                if np.any(ordered[1:] < ordered[:-1]):  # rounding broke the shared order
+                    rank_order = np.argsort(pooled, kind="mergesort")
+                    ordered[:] = pooled[rank_order]
+                _folded_scores(rank_order, ordered, table, folded, merged, distance)
+                out[q, 0] = out[sources[q], 0]
+                out[q, 1] = _plain_rhat(folded.reshape(chains, half))
+                out[q, 2:] = out[sources[q], 2:]
+                continue
+            _scores(rank_order, ordered, table, bulk)
+            _folded_scores(rank_order, ordered, table, folded, merged, distance)
+            bulk_chains = bulk.reshape(chains, half)
+            out[q, 0] = _plain_rhat(bulk_chains)
+            out[q, 1] = _plain_rhat(folded.reshape(chains, half))
+            out[q, 2] = _ess(bulk_chains)
+            # The tail quantiles are taken over every draw, the middle one of odd chains too.
+            tails = ordered if values.shape[2] % 2 == 0 else np.sort(values[q].ravel())
+            low = (split[q] <= _sorted_quantile(tails, 0.05)).astype(np.float64)
+            high = (split[q] <= _sorted_quantile(tails, 0.95)).astype(np.float64)
+            out[q, 3] = min(_ess(low), _ess(high))
     return out
 
 
@@ -109,7 +140,7 @@ def _folded_scores(order, ordered, table, scores, merged, folded):  # pragma: no
     """Scores of ``|x - median(x)|``: the fold of sorted values is two sorted runs (from the
     median up and from it down), merged here instead of sorted again."""
     n = order.size
-    median = _sorted_quantile(ordered, 0.5)
+    median = _sorted_median(ordered)
     up = np.searchsorted(ordered, median)
     down = up - 1
     for k in range(n):  # without branches: which run comes next is unpredictable
@@ -129,6 +160,16 @@ def _folded_scores(order, ordered, table, scores, merged, folded):  # pragma: no
         for k in range(start, end + 1):
             scores[order[merged[k]]] = score
         start = end + 1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sorted_median(ordered):  # pragma: no cover - compiled
+    """``numpy.median``'s value, to the last bit (the mean of the two middle values): folded
+    distances that tie under it must tie here too."""
+    n = ordered.size
+    if n % 2:
+        return ordered[n // 2]
+    return (ordered[n // 2 - 1] + ordered[n // 2]) / 2
 
 
 @numba.njit(cache=True, error_model="numpy")

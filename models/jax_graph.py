@@ -10,7 +10,7 @@ variables named in ``data_names`` are replaced by inputs. Nothing here writes a 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,13 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 from pymc.sampling.jax import get_jaxified_graph
+from pytensor.compile.ops import ViewOp
+from pytensor.graph.basic import Constant
 from pytensor.graph.replace import graph_replace
+from pytensor.graph.traversal import graph_inputs
+from pytensor.scalar import basic as ps
+from pytensor.scalar import math as psm
+from pytensor.tensor.elemwise import Elemwise
 
 jax.config.update("jax_enable_x64", True)  # binomial log densities of thousands of events
 
@@ -31,10 +37,23 @@ class PosteriorLayout:
     shapes: tuple[tuple[int, ...], ...]
     dims: dict[str, tuple[str, ...]]
     coords: dict[str, list]
+    #: Quantities that are a strictly increasing, element-wise function of another one
+    #: (``rank_sources``): name -> that other quantity's name.
+    rank_source: dict[str, str] = field(default_factory=dict)
 
     @property
     def sizes(self) -> tuple[int, ...]:
         return tuple(int(np.prod(shape)) for shape in self.shapes)
+
+    def statistics_columns(self) -> np.ndarray:
+        """Per column, the column whose rank statistics it shares: its own, or for an increasing
+        function of another (``rank_source``) the same element of that one."""
+        starts = dict(zip(self.names, np.cumsum([0, *self.sizes[:-1]]), strict=True))
+        columns = []
+        for name, size in zip(self.names, self.sizes, strict=True):
+            source = self.rank_source.get(name, name)
+            columns += range(starts[source], starts[source] + size)
+        return np.asarray(columns, dtype=np.int64)
 
     def column_labels(self) -> list[str]:
         """``name[coord, coord]`` per scalar element, in the flattened (C) order."""
@@ -160,4 +179,98 @@ def posterior_layout(model: pm.Model, outputs: list) -> PosteriorLayout:
     shapes = [tuple(np.shape(v)) for v in values]
     dims = {name: tuple(model.named_vars_to_dims.get(name, ())) for name in names}
     coords = {name: list(labels) for name, labels in model.coords.items()}
-    return PosteriorLayout(tuple(names), tuple(shapes), dims, coords)
+    shape_of = dict(zip(names, shapes, strict=True))
+    sources = {
+        name: source
+        for name, source in rank_sources(model).items()
+        if name in shape_of and shape_of.get(source) == shape_of[name]
+    }
+    return PosteriorLayout(tuple(names), tuple(shapes), dims, coords, sources)
+
+
+# --- quantities with the same ranks -----------------------------------------------------------
+
+#: Scalar operations strictly monotone in their one argument: +1 increasing, -1 decreasing.
+MONOTONE_UNARY = {
+    ps.Exp: 1, ps.Expm1: 1, ps.Log: 1, ps.Log1p: 1, ps.Sqrt: 1, ps.Tanh: 1,
+    psm.Erf: 1, psm.Sigmoid: 1, psm.Softplus: 1, ps.Neg: -1, psm.Erfc: -1,
+}  # fmt: skip
+
+
+def rank_sources(model: pm.Model) -> dict[str, str]:
+    """Deterministics that are a strictly increasing function of one other posterior quantity,
+    element by element (``positive_rate_subject = invlogit(subject_logit)``): name -> source.
+
+    Ranks are invariant under such a function, and so are bulk R-hat, bulk ESS and tail ESS
+    (Vehtari et al. 2021): the gate computes them once (``models.chain_stats``). Found by
+    walking the deterministic's graph through monotone unary operations and through shifts and
+    scalings by constants, down to another free variable or deterministic; shapes are checked
+    by the caller.
+    """
+    named = {id(v): v.name for v in [*model.free_RVs, *model.deterministics]}
+    sources = {}
+    for variable in model.deterministics:
+        found = monotone_source(strip_views(variable.owner.inputs[0]), named)
+        if found is not None and found[1] > 0 and found[0] != variable.name:
+            sources[variable.name] = found[0]
+    resolved = {}
+    for name, source in sources.items():
+        seen = {name}
+        while source in sources and source not in seen:  # a transform of a transform
+            seen.add(source)
+            source = sources[source]
+        resolved[name] = source
+    return resolved
+
+
+def strip_views(variable):
+    """``variable`` without the identity operations around it (a deterministic's view)."""
+    while variable.owner is not None and isinstance(variable.owner.op, ViewOp):
+        variable = variable.owner.inputs[0]
+    return variable
+
+
+def monotone_source(variable, named: dict[int, str]) -> tuple[str, int] | None:
+    """The named quantity of which ``variable`` is a strictly monotone element-wise function
+    and the direction (+1 increasing, -1 decreasing), or None."""
+    direction = 1
+    while id(variable) not in named:
+        node = variable.owner
+        if node is None or not isinstance(node.op, Elemwise):
+            return None
+        varying = [x for x in node.inputs if constant_sign(x) is None]
+        if len(varying) != 1:
+            return None
+        step = monotone_direction(node, varying[0])
+        if not step:
+            return None
+        direction *= step
+        variable = strip_views(varying[0])
+    return named[id(variable)], direction
+
+
+def monotone_direction(node, varying) -> int:
+    """+1 or -1 if an element-wise node is strictly increasing or decreasing in its one varying
+    input (the others constants), else 0."""
+    op = type(node.op.scalar_op)
+    others = [x for x in node.inputs if x is not varying]
+    if op in MONOTONE_UNARY:
+        return MONOTONE_UNARY[op]
+    if op is ps.Add:
+        return 1
+    if op is ps.Sub:
+        return 1 if node.inputs[0] is varying else -1
+    if op is ps.Mul:
+        return int(np.prod([constant_sign(x) for x in others]))
+    if op is ps.TrueDiv and node.inputs[0] is varying:
+        return constant_sign(others[0])
+    return 0
+
+
+def constant_sign(variable) -> int | None:
+    """+1 or -1 for a constant whose elements are all positive or all negative, 0 for another
+    constant, None for a variable."""
+    if not all(isinstance(root, Constant) for root in graph_inputs([variable])):
+        return None
+    values = np.asarray(variable.data if isinstance(variable, Constant) else variable.eval())
+    return 1 if np.all(values > 0) else -1 if np.all(values < 0) else 0

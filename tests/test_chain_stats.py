@@ -43,6 +43,34 @@ def test_agrees_with_arviz(kind):
         np.testing.assert_allclose(mine, reference, rtol=1e-10)
 
 
+def test_distances_that_tie_only_at_numpys_median():
+    """Two draws equally far from numpy's median, ``(a + b) / 2``, are not equally far from
+    ``a + (b - a) / 2``, one bit away: the folded ranks must tie as ArviZ's do."""
+    a, b, d = -1.2826492440738984, 1.643251614242697, 3.5115586581579543
+    median = (a + b) / 2
+    values = np.array([median - d, median - d - 1, a, median + d + 1, b, median + d])
+    draws = np.concatenate([values, [median - d - 2, median + d + 2]]).reshape(1, 2, 4)
+    for mine, reference in zip(gate_statistics(draws), arviz_statistics(draws), strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=1e-12)
+
+
+def test_an_increasing_function_shares_its_sources_ranks():
+    """Bulk R-hat, bulk and tail ESS of ``invlogit(x)`` are taken from ``x``, its folded R-hat
+    is its own: all equal ArviZ's on its draws. A source must be its own source."""
+    rng = np.random.default_rng(3)
+    spread = np.array([1.0, 1.0, 1.0, 1.8])[:, None]  # one chain wider: the folded R-hat
+    source = autoregressive(0.6, (5, 4, 300), rng) * spread + 0.5
+    draws = np.concatenate([source, 1 / (1 + np.exp(-2 * source)), np.exp(source)])
+    same_ranks_as = np.concatenate([np.arange(5), np.arange(5), np.arange(5)])
+    ours = gate_statistics(draws, same_ranks_as)
+    for mine, reference in zip(ours, arviz_statistics(draws), strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=1e-10)
+    folded_differs = ours[0][5:10] != ours[0][:5]
+    assert folded_differs.any()  # the folded half is not simply copied
+    with pytest.raises(ValueError, match="one that is its own source"):
+        gate_statistics(draws, np.concatenate([np.arange(5), np.arange(5) + 10, np.arange(5)]))
+
+
 def test_constant_and_missing_quantities():
     draws = np.random.default_rng(1).normal(size=(3, 4, 100))
     draws[0] = 2.5  # a constant deterministic

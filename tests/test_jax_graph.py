@@ -10,7 +10,7 @@ from scipy import stats
 
 from models.data import load_cohort
 from models.effects import compound_symmetric_draw, compound_symmetric_logp
-from models.jax_graph import compile_to_jax
+from models.jax_graph import compile_to_jax, rank_sources
 from models.registry import MODELS
 from tests.conftest import BUNDLED_COHORT
 
@@ -68,3 +68,25 @@ def test_unknown_data_are_refused():
     model = MODELS["positive_rate"].build(load_cohort(BUNDLED_COHORT))
     with pytest.raises(KeyError, match="not data of the model: n_events"):
         compile_to_jax(model, ("n_events",))
+
+
+def test_increasing_functions_of_another_quantity_are_found_in_the_graph():
+    """``rank_sources``: what shares its ranks with another quantity (so the gate computes its
+    rank statistics once), and what does not."""
+    with pm.Model() as model:
+        x = pm.Normal("x", size=3)
+        pm.Deterministic("logistic", 2 * pm.math.invlogit(x) + 1)
+        pm.Deterministic("normal_cdf", pm.math.invprobit(x))
+        pm.Deterministic("of_a_deterministic", pt.exp(model["logistic"]) / 4)
+        pm.Deterministic("decreasing", 1 - pt.exp(x))
+        pm.Deterministic("mixed_signs", x * np.array([1.0, -1.0, 2.0]))
+        pm.Deterministic("square", x**2)
+        pm.Deterministic("reordered", x[::-1] + 1)
+    assert rank_sources(model) == {
+        "logistic": "x",
+        "normal_cdf": "x",
+        "of_a_deterministic": "x",
+    }
+    for name in ("positive_rate", "saturation"):
+        built = MODELS[name].build(load_cohort(BUNDLED_COHORT))
+        assert rank_sources(built)["positive_rate_subject"] in ("subject_logit", "subject_probit")
