@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -57,7 +57,13 @@ def run_fit(
     """Fit, gate, and write every output; returns the gated fit (``passed`` False: exit 3)."""
     spec = MODELS[request.model_name]
     model = spec.build(cohort, request.prior_set)  # ValueError here: the cohort does not fit
+    request = replace(request, settings=request.settings.for_cohort(cohort))
     say(f"fitting {spec.name} ({spec.description}) with {request.settings.sampler}")
+    if request.settings.mass_matrix == "low_rank":
+        say(
+            "samples share patients (patient_id): nutpie adapts a low-rank mass matrix, since "
+            "each patient's effects tie the group means together"
+        )
     result = fit_gated(lambda: model, request.settings, request.thresholds, seed=request.seed)
     write_csv(result.report.table, out_dir / "diagnostics.csv")
     if not result.passed:
@@ -68,6 +74,7 @@ def run_fit(
         prior_set=request.prior_set,
         seed=request.seed,
         sampler=request.settings.sampler,
+        mass_matrix=request.settings.mass_matrix,
         target_accept=float(result.attempts[-1]),
         **flat_provenance(provenance),
     )

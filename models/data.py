@@ -58,6 +58,12 @@ class Cohort:
         labels = list(dict.fromkeys(patients))
         return "patient", labels, patients.map({p: i for i, p in enumerate(labels)}).to_numpy()
 
+    @property
+    def shares_patients(self) -> bool:
+        """Whether some samples share a patient (``patient_id``; the paired design)."""
+        _, labels, _ = self.patient_index()
+        return len(labels) < len(self.subjects)
+
     def rates_wide(self) -> pd.DataFrame:
         """Positive rates (fractions) per subject, one column per subset; missing as NaN."""
         wide = self.rows.pivot(index="subject_id", columns="subset", values="positive_rate")

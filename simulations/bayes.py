@@ -148,7 +148,7 @@ class BayesianAnalysis:
             settings = SamplerSettings(
                 draws=rules.draws, tune=tune, chains=rules.chains, target_accept=accept
             )
-            self.sampler = RefitSampler(model, settings)
+            self.sampler = RefitSampler(model, settings.for_cohort(cohort))
 
     def data_names(self) -> tuple[str, ...]:
         names = ("n_cells", "observed_n_cd49d_pos")
