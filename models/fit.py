@@ -80,6 +80,7 @@ class FitResult:
 def sample_posterior(model: pm.Model, settings: SamplerSettings, *, seed: int) -> xr.DataTree:
     """Posterior draws and sample stats (one sampler call, no predictives)."""
     quiet_sampling_logs()
+    options = settings.nutpie_options()
     with model:
         return pm.sample(
             draws=settings.draws,
@@ -90,7 +91,7 @@ def sample_posterior(model: pm.Model, settings: SamplerSettings, *, seed: int) -
             nuts_sampler=settings.sampler,
             random_seed=seed,
             progressbar=settings.progressbar,
-            **({"nuts": settings.nutpie_options()} if settings.mass_matrix == "low_rank" else {}),
+            **({"nuts": options} if options else {}),
         )
 
 
