@@ -1,27 +1,44 @@
 """Analyse: the per-replicate analyses of a simulated trial, each returning result rows.
 
-Every endpoint is tested in the direction the study reported (positive: the CD49d ratio rises
-under natalizumab, Treg lose relatively more CD49d+ cells, exacerbations rise with the ratio).
-Rates are always computed from the counts, so a saved dataset reproduces every number.
+Every endpoint is tested one-sided, in the direction the study reported or the question
+hypothesises: the CD49d ratio rises under natalizumab, Treg lose relatively more CD49d+ cells
+(``differential_reduction``), Treg lose more detectable CD49d per unit occupancy than the
+effector subset (``kappa_difference``), exacerbations rise with the ratio. Every test's
+``nominal_level`` is the plan's one-sided ``alpha`` (default 0.025: the same as a two-sided
+test at 0.05 that must also have the hypothesised sign, and as the Bayesian direction rule's
+``1 - 0.975``), so that frequentist and Bayesian rows compare in one table. A significant
+result in the wrong direction is not a success. Rates are always computed from the counts, so
+a saved dataset reproduces every number.
 
-- Study test (``mann_whitney``, ``wilcoxon``, ``logistic_lr``), two-sided at the plan's alpha:
-  cross-sectional: Mann-Whitney U of the per-subject ratio, natalizumab vs naive (scipy's exact
-  distribution for small samples); a differential reduction has no per-subject value in a
-  cross-sectional design, so it is tested by the same between-arm contrast of the log ratio
-  (the two endpoints share their sign). Paired: Wilcoxon signed-rank of the within-patient
-  change (log ratio, or reduction in Treg minus reduction in the effector subset). Prognostic:
-  logistic regression of exacerbation on the standardised observed log CD49d ratio
-  (mean over effector subsets), likelihood-ratio test (``logistic_wald``: the Wald test too).
-- ``mixed_model``: ``statsmodels`` MixedLM of the log positive rate
-  (``log((k + 0.5) / (n + 1))``). Cross-sectional and paired: the endpoint's two subsets, fixed
-  effects subset x natalizumab, a random intercept per patient (paired: per patient x subset,
-  the unit within which the before/after contrast lies); the interaction is the log ratio fold
-  change, Wald t test (between-within degrees of freedom, see ``mixed_model``). Prognostic
-  (two-stage): MixedLM of the treated patients' log rates, random intercept per patient x
-  subset; each patient's log ratio is taken from the fitted rates (fixed effects plus BLUPs,
-  shrunk toward the subset means by their binomial noise), then the logistic regression's
-  likelihood-ratio test as above. Stage 1's uncertainty is not carried
-  into stage 2 (with thousands of cells per gate it is small).
+Each rate endpoint has a per-subject contrast on its own scale (``CONTRASTS``): the log CD49d
+ratio ``log(p_e / p_Treg)`` for ``ratio_fold_change`` and ``differential_reduction``, and the
+probit difference ``probit(p_e) - probit(p_Treg)`` for ``kappa_difference``. The probit scale
+is the latent-expression model's: one kappa for every subset shifts every subset's probit rate
+by the same amount, so on that scale, and only there, a shared kappa is *no* interaction. On
+the logit or log scale the same shared kappa is an interaction (Treg sit far below the gate's
+median, where a probit shift moves the log rate most): reading a log-scale interaction as
+evidence that natalizumab acts differently on Treg is the trap the mechanism question avoids
+(``tests/test_power.py`` shows both).
+
+- Study test (``mann_whitney``, ``wilcoxon``, ``logistic_lr``): cross-sectional: Mann-Whitney U
+  of the per-subject contrast, natalizumab > naive (scipy's exact distribution for small
+  samples); a differential reduction has no per-subject value in a cross-sectional design, so
+  it is tested by the same between-arm contrast of the log ratio (the two endpoints share their
+  sign). Paired: Wilcoxon signed-rank of the within-patient change (of the contrast, or the
+  reduction in Treg minus that in the effector subset), greater than 0. Prognostic: logistic
+  regression of exacerbation on the standardised observed log CD49d ratio (mean over effector
+  subsets), the signed root of the likelihood-ratio statistic (``logistic_wald``: the Wald z).
+- ``mixed_model``: ``statsmodels`` MixedLM of the endpoint's scale of the positive rate
+  (log or probit of ``(k + 0.5) / (n + 1)``). Cross-sectional and paired: the endpoint's two
+  subsets, fixed effects subset x natalizumab, a random intercept per patient (paired: per
+  patient x subset, the unit within which the before/after contrast lies); the interaction is
+  the log ratio fold change (log scale) or the probit-shift difference (probit scale), Wald t
+  test (between-within degrees of freedom, see ``mixed_model``). Prognostic (two-stage):
+  MixedLM of the treated patients' log rates, random intercept per patient x subset; each
+  patient's log ratio is taken from the fitted rates (fixed effects plus BLUPs, shrunk toward
+  the subset means by their binomial noise), then the signed likelihood-ratio test as above.
+  Stage 1's uncertainty is not carried into stage 2 (with thousands of cells per gate it is
+  small).
 - ``bayes_*``: see ``simulations.bayes``.
 
 A result row: ``endpoint, analysis, nominal_level, estimate, p_value, posterior_prob, success,
@@ -43,12 +60,39 @@ from models.schema import NAIVE_GROUP, TREATED_GROUP
 REFERENCE = "Treg"
 
 
+def probit_rate(successes, trials):
+    """Probit of the continuity-corrected rate ``(k + 0.5) / (n + 1)`` (finite at 0 and n)."""
+    return stats.norm.ppf((np.asarray(successes) + 0.5) / (np.asarray(trials) + 1.0))
+
+
+def log_rate(successes, trials):
+    """Log of the continuity-corrected rate ``(k + 0.5) / (n + 1)``."""
+    return np.log((np.asarray(successes) + 0.5) / (np.asarray(trials) + 1.0))
+
+
+#: The scale of each endpoint's per-subject contrast and mixed model, by endpoint prefix.
+SCALES = {
+    "ratio_fold_change_": log_rate,
+    "differential_reduction_": log_rate,
+    "kappa_difference_": probit_rate,
+}
+
+
+def endpoint_scale(endpoint: str):
+    """The transform of (successes, trials) on which an endpoint is a difference."""
+    for prefix, scale in SCALES.items():
+        if endpoint.startswith(prefix):
+            return scale
+    raise ValueError(f"endpoint {endpoint!r} has no rate scale")
+
+
 def endpoint_subset(endpoint: str) -> str:
     """The effector subset an endpoint compares with Treg."""
     if endpoint.startswith("ratio_fold_change_"):
         return endpoint.removeprefix("ratio_fold_change_").removesuffix(f"_{REFERENCE}")
-    if endpoint.startswith("differential_reduction_"):
-        return endpoint.removeprefix(f"differential_reduction_{REFERENCE}_")
+    for prefix in ("differential_reduction_", "kappa_difference_"):
+        if endpoint.startswith(prefix):
+            return endpoint.removeprefix(f"{prefix}{REFERENCE}_")
     raise ValueError(f"endpoint {endpoint!r} has no effector subset")
 
 
@@ -86,14 +130,19 @@ def guarded(endpoint: str, analysis: str, nominal_level: float, compute) -> dict
             error_type=type(err).__name__,
             error_message=str(err).splitlines()[0][:300] if str(err) else type(err).__name__,
         )
-    success = bool(values["p_value"] < nominal_level)
+    success = bool(values["p_value"] < nominal_level)  # one-sided p: the direction included
     return result_row(endpoint, analysis, nominal_level, success=success, **values)
 
 
 def rates(dataset: pd.DataFrame) -> pd.DataFrame:
     """Positive rate from counts per subject, one column per subset, with group and patient."""
     frame = dataset.assign(rate=dataset["n_cd49d_pos"] / dataset["n_cells"])
-    wide = frame.pivot(index="subject_id", columns="subset", values="rate")
+    return subject_wide(frame, "rate")
+
+
+def subject_wide(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    """One row per subject (first-seen order), a column per subset, with group and patient."""
+    wide = frame.pivot(index="subject_id", columns="subset", values=value)
     keys = ["group", "exacerbation"] + (["patient_id"] if "patient_id" in frame else [])
     subject = frame.groupby("subject_id", sort=False)[keys].first()
     return subject.join(wide).loc[frame["subject_id"].unique()]
@@ -103,38 +152,59 @@ def log_ratio(wide: pd.DataFrame, subset: str) -> pd.Series:
     return np.log(wide[subset] / wide[REFERENCE])
 
 
+def subject_contrasts(dataset: pd.DataFrame, endpoint: str) -> pd.DataFrame:
+    """Per subject, the endpoint's contrast (effector minus Treg on its scale) in ``contrast``.
+
+    Ratio endpoints use the raw rates' log ratio (the study's quantity); ``kappa_difference``
+    the probit difference of continuity-corrected rates.
+    """
+    subset = endpoint_subset(endpoint)
+    if endpoint.startswith("kappa_difference_"):
+        frame = dataset.assign(scaled=probit_rate(dataset["n_cd49d_pos"], dataset["n_cells"]))
+        wide = subject_wide(frame, "scaled")
+        return wide.assign(contrast=wide[subset] - wide[REFERENCE])
+    wide = rates(dataset)
+    return wide.assign(contrast=log_ratio(wide, subset))
+
+
 def mann_whitney(dataset: pd.DataFrame, endpoint: str, *, alpha: float) -> dict:
-    """Mann-Whitney U of the per-subject log ratio, natalizumab vs naive (two-sided)."""
+    """Mann-Whitney U of the per-subject contrast, natalizumab greater than naive."""
 
     def compute():
-        wide = rates(dataset)
-        ratio = log_ratio(wide, endpoint_subset(endpoint))
-        treated = ratio[wide["group"] == TREATED_GROUP].to_numpy()
-        naive = ratio[wide["group"] == NAIVE_GROUP].to_numpy()
-        test = stats.mannwhitneyu(treated, naive, alternative="two-sided", method="auto")
+        wide = subject_contrasts(dataset, endpoint)
+        treated = wide.loc[wide["group"] == TREATED_GROUP, "contrast"].to_numpy()
+        naive = wide.loc[wide["group"] == NAIVE_GROUP, "contrast"].to_numpy()
+        test = stats.mannwhitneyu(treated, naive, alternative="greater", method="auto")
         return {"estimate": float(np.median(treated) - np.median(naive)), "p_value": test.pvalue}
 
     return guarded(endpoint, "mann_whitney", alpha, compute)
 
 
 def paired_changes(dataset: pd.DataFrame, endpoint: str) -> np.ndarray:
-    """Per patient: change in log ratio, or reduction in Treg minus in the effector subset."""
-    wide = rates(dataset)
-    subset = endpoint_subset(endpoint)
-    before = wide[wide["group"] == NAIVE_GROUP].set_index("patient_id")
+    """Per patient: change of the contrast, or reduction in Treg minus in the effector subset."""
+    if endpoint.startswith("differential_reduction_"):
+        wide = rates(dataset)
+        columns = [endpoint_subset(endpoint), REFERENCE]
+        before, after = before_after(wide, columns)
+        reduction = 1 - after / before
+        return (reduction[REFERENCE] - reduction[columns[0]]).to_numpy()
+    before, after = before_after(subject_contrasts(dataset, endpoint), ["contrast"])
+    return (after["contrast"] - before["contrast"]).to_numpy()
+
+
+def before_after(wide: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each patient's values before and under natalizumab, aligned by patient."""
+    before = wide[wide["group"] == NAIVE_GROUP].set_index("patient_id")[columns]
     after = wide[wide["group"] == TREATED_GROUP].set_index("patient_id").loc[before.index]
-    if endpoint.startswith("ratio_fold_change_"):
-        return (log_ratio(after, subset) - log_ratio(before, subset)).to_numpy()
-    reduction = 1 - after[[subset, REFERENCE]] / before[[subset, REFERENCE]]
-    return (reduction[REFERENCE] - reduction[subset]).to_numpy()
+    return before, after[columns]
 
 
 def wilcoxon(dataset: pd.DataFrame, endpoint: str, *, alpha: float) -> dict:
-    """Wilcoxon signed-rank test of the within-patient change (two-sided)."""
+    """Wilcoxon signed-rank test of the within-patient change, greater than 0."""
 
     def compute():
         change = paired_changes(dataset, endpoint)
-        test = stats.wilcoxon(change, alternative="two-sided", method="auto")
+        test = stats.wilcoxon(change, alternative="greater", method="auto")
         return {"estimate": float(np.median(change)), "p_value": test.pvalue}
 
     return guarded(endpoint, "wilcoxon", alpha, compute)
@@ -166,11 +236,12 @@ def logistic(dataset: pd.DataFrame, endpoint: str, *, alpha: float) -> list[dict
 
     def likelihood_ratio():
         result = fit()
-        return {"estimate": float(result.params[1]), "p_value": float(result.llr_pvalue)}
+        return {"estimate": float(result.params[1]), "p_value": signed_lr_pvalue(result)}
 
     def wald():
         result = fit()
-        return {"estimate": float(result.params[1]), "p_value": float(result.pvalues[1])}
+        z_value = float(result.params[1] / result.bse[1])
+        return {"estimate": float(result.params[1]), "p_value": float(stats.norm.sf(z_value))}
 
     return [
         guarded(endpoint, "logistic_lr", alpha, likelihood_ratio),
@@ -178,10 +249,18 @@ def logistic(dataset: pd.DataFrame, endpoint: str, *, alpha: float) -> list[dict
     ]
 
 
+def signed_lr_pvalue(result) -> float:
+    """One-sided p of a positive slope: the signed root of the likelihood-ratio statistic,
+    ``sign(beta) sqrt(LR)``, against the standard normal."""
+    root = np.sign(result.params[1]) * np.sqrt(max(float(result.llr), 0.0))
+    return float(stats.norm.sf(root))
+
+
 def mixed_model_frame(dataset: pd.DataFrame, endpoint: str) -> pd.DataFrame:
+    """The endpoint's two subsets, the response on its scale (column ``response``)."""
     subset = endpoint_subset(endpoint)
     rows = dataset[dataset["subset"].isin([subset, REFERENCE])].copy()
-    rows["log_rate"] = np.log((rows["n_cd49d_pos"] + 0.5) / (rows["n_cells"] + 1.0))
+    rows["response"] = endpoint_scale(endpoint)(rows["n_cd49d_pos"], rows["n_cells"])
     rows["effector"] = (rows["subset"] == subset).astype(float)
     rows["treated"] = (rows["group"] == TREATED_GROUP).astype(float)
     rows["patient"] = rows["patient_id"] if "patient_id" in rows else rows["subject_id"]
@@ -189,7 +268,8 @@ def mixed_model_frame(dataset: pd.DataFrame, endpoint: str) -> pd.DataFrame:
 
 
 def mixed_model(dataset: pd.DataFrame, endpoint: str, *, alpha: float, paired: bool) -> dict:
-    """MixedLM of log rates; the effector x natalizumab interaction, Wald t test.
+    """MixedLM of the endpoint's scale of the rates; the effector x natalizumab interaction,
+    one-sided Wald t test (greater than 0).
 
     The reference is Student's t with between-within degrees of freedom (patients - 2;
     paired: patients - 1), the exact t test's for balanced data: with z (statsmodels' default)
@@ -201,14 +281,14 @@ def mixed_model(dataset: pd.DataFrame, endpoint: str, *, alpha: float, paired: b
         # Paired: the contrast lies within patient x subset units, so a random intercept per
         # unit carries the pairing (and the patient level with it).
         units = rows["patient"] + ":" + rows["subset"] if paired else rows["patient"]
-        model = smf.mixedlm("log_rate ~ effector * treated", rows, groups=units)
+        model = smf.mixedlm("response ~ effector * treated", rows, groups=units)
         result = fit_mixed(model)
         patients = rows["patient"].nunique()
         df = patients - 1 if paired else patients - 2
         t_value = float(result.tvalues["effector:treated"])
         return {
             "estimate": float(result.params["effector:treated"]),
-            "p_value": float(2 * stats.t.sf(abs(t_value), df)),
+            "p_value": float(stats.t.sf(t_value, df)),
         }
 
     return guarded(endpoint, "mixed_model", alpha, compute)
@@ -217,7 +297,7 @@ def mixed_model(dataset: pd.DataFrame, endpoint: str, *, alpha: float, paired: b
 def blup_log_ratio(dataset: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Exacerbation and the standardised log ratio from a MixedLM's fitted rates (stage 1)."""
     rows = dataset[dataset["group"] == TREATED_GROUP].copy()
-    rows["log_rate"] = np.log((rows["n_cd49d_pos"] + 0.5) / (rows["n_cells"] + 1.0))
+    rows["log_rate"] = log_rate(rows["n_cd49d_pos"], rows["n_cells"])
     rows["unit"] = rows["subject_id"] + ":" + rows["subset"]
     result = fit_mixed(smf.mixedlm("log_rate ~ 0 + C(subset)", rows, groups=rows["unit"]))
     effects = pd.Series({unit: float(re.iloc[0]) for unit, re in result.random_effects.items()})
@@ -241,7 +321,7 @@ def two_stage_logistic(dataset: pd.DataFrame, endpoint: str, *, alpha: float) ->
         result = sm.Logit(events, sm.add_constant(z)).fit(disp=0, maxiter=100)
         if not result.mle_retvals["converged"]:
             raise RuntimeError("logistic regression did not converge (separation?)")
-        return {"estimate": float(result.params[1]), "p_value": float(result.llr_pvalue)}
+        return {"estimate": float(result.params[1]), "p_value": signed_lr_pvalue(result)}
 
     return guarded(endpoint, "mixed_model", alpha, compute)
 

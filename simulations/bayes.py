@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from models.batch import BatchSampler, BatchSettings
+from models.batch import MODEL_SETTINGS, BatchSampler, BatchSettings
 from models.data import Cohort
 from models.diagnostics import Thresholds
 from models.estimands import estimand_draws
@@ -70,6 +70,8 @@ def endpoint_draws(draws: dict, endpoint: str) -> xr.DataArray:
         return draws["exacerbation_log_or"]
     if endpoint.startswith("ratio_fold_change_"):
         return np.log(draws["ratio_fold_change"].sel(subset=endpoint_subset(endpoint)))
+    if endpoint.startswith("kappa_difference_"):
+        return draws["kappa_difference"].sel(subset=endpoint_subset(endpoint))
     return draws["differential_reduction"].sel(subset=endpoint_subset(endpoint))
 
 
@@ -129,6 +131,12 @@ class BayesianAnalysis:
         cohort = Cohort.from_frame(template, self.spec, source="simulated trial")
         model = MODELS[plan.bayes_model].build(cohort, rules.priors)
         defaults = BACKEND_DEFAULTS[rules.backend]
+        geometry = dict(BATCH_GEOMETRY[plan.trial.design])
+        if rules.backend == "batch":
+            model_settings = dict(MODEL_SETTINGS.get(plan.bayes_model, {}))
+            accept_default = model_settings.pop("target_accept", defaults["target_accept"])
+            defaults = {**defaults, "target_accept": accept_default}
+            geometry.update(model_settings)
         tune = rules.tune if rules.tune is not None else defaults["tune"]
         accept = (
             rules.target_accept if rules.target_accept is not None else defaults["target_accept"]
@@ -141,7 +149,7 @@ class BayesianAnalysis:
                 tune=tune,
                 draws=rules.draws,
                 target_accept=accept,
-                **BATCH_GEOMETRY[plan.trial.design],
+                **geometry,
             )
             self.sampler = BatchSampler(model, self.data_names(), settings, self.thresholds)
         else:

@@ -152,9 +152,10 @@ def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
     (``models.saturation``); the config states natural units, converted here.
     """
     p = config.parameters
+    kappa = p["kappa"]  # one kappa, or one per subset (spec order) for the per-subset model
     values = natural_to_model(
         sigma=float(p["sigma"]),
-        kappa=float(p["kappa"]),
+        kappa=float(kappa) if np.ndim(kappa) == 0 else np.asarray(kappa, dtype=float),
         saturation_mean=float(p["saturation_mean"]),
         saturation_sd=float(p["saturation_sd"]),
         reference=list(config.spec.subsets).index(config.spec.reference_subset),

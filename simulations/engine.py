@@ -131,7 +131,7 @@ def frequentist_for(plan: Plan, dataset: pd.DataFrame) -> list[dict]:
         dataset,
         design=plan.trial.design,
         endpoints=list(plan.trial.endpoints),
-        alpha=plan.analysis.alpha,
+        alpha=plan.analysis.one_sided_alpha,
         mixed=plan.analysis.mixed_model,
     )
     for row in rows:

@@ -2,17 +2,26 @@
 
 The plan's sections (documented field by field in ``simulations/plans/*.toml``):
 
+- ``question`` (top level): which of the study's questions the plan answers (``biomarker``:
+  do the CD49d ratios rise under natalizumab; ``mechanism``: does natalizumab remove more
+  detectable CD49d from Treg than the gate position explains; ``prognosis``: does the ratio
+  predict exacerbation), which decides the endpoints, null scenario and default Bayesian model
+  (``QUESTIONS``); left out, it follows from the design (``prognostic``: prognosis, else
+  biomarker);
 - ``[trial]``: the design (``cross_sectional``, ``paired`` or ``prognostic``), the grid of
   ``n`` (natalizumab-treated patients per trial, in every design), the allocation ratio
   (natalizumab-naive patients per treated patient, cross-sectional only), follow-up and the
   yearly exacerbation probability (prognostic only) and the endpoints;
 - ``[effect]``: the design prior for conventional power: the generating parameters come from a
-  cohort configuration (default the bundled one) with the effect-size parameters overridden here;
+  cohort configuration (default the bundled one) with the effect-size parameters overridden here
+  (``kappa``; for the mechanism question also ``kappa_by_subset``, the alternative, while
+  ``kappa`` is the shared value of its null);
   ``--design-prior FIT.nc`` replaces them by posterior draws (assurance);
 - ``[replicates]``: replicates per cell, the type-I-error (null) run, an optional MCSE target
   for adaptive replication, and replicates per task;
-- ``[analysis]``: the frequentist level, which analyses run, and the Bayesian refit (its own
-  analysis priors, model, decision rules and sampler settings).
+- ``[analysis]``: the one-sided level of every frequentist test (``one_sided_alpha``), which
+  analyses run, and the Bayesian refit (its own analysis priors, model, decision rules and
+  sampler settings).
 
 Validation is pydantic's: unknown keys (typos), wrong types and impossible values are reported
 one line each as ``FILE: section.key: what is wrong``.
@@ -25,39 +34,63 @@ import hashlib
 import json
 import math
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Design = Literal["cross_sectional", "paired", "prognostic"]
+Question = Literal["biomarker", "mechanism", "prognosis"]
 Endpoint = Literal[
     "ratio_fold_change_Th17_Treg",
     "ratio_fold_change_Th1_Treg",
     "differential_reduction_Treg_Th17",
     "differential_reduction_Treg_Th1",
+    "kappa_difference_Treg_Th17",
+    "kappa_difference_Treg_Th1",
     "exacerbation_log_or",
 ]
-ENDPOINTS_BY_DESIGN: dict[str, tuple[str, ...]] = {
-    "cross_sectional": (
-        "ratio_fold_change_Th17_Treg",
-        "ratio_fold_change_Th1_Treg",
-        "differential_reduction_Treg_Th17",
-        "differential_reduction_Treg_Th1",
+
+
+@dataclass(frozen=True)
+class QuestionSpec:
+    """What a question allows: designs, endpoints, and the Bayesian models that estimate them."""
+
+    designs: tuple[str, ...]
+    endpoints: tuple[str, ...]
+    models: tuple[str, ...]
+
+
+QUESTIONS: dict[str, QuestionSpec] = {
+    "biomarker": QuestionSpec(
+        designs=("cross_sectional", "paired"),
+        endpoints=(
+            "ratio_fold_change_Th17_Treg",
+            "ratio_fold_change_Th1_Treg",
+            "differential_reduction_Treg_Th17",
+            "differential_reduction_Treg_Th1",
+        ),
+        models=("positive_rate", "saturation", "saturation_per_subset"),
     ),
-    "paired": (
-        "ratio_fold_change_Th17_Treg",
-        "ratio_fold_change_Th1_Treg",
-        "differential_reduction_Treg_Th17",
-        "differential_reduction_Treg_Th1",
+    # kappa_Treg - kappa_other: only the per-subset-kappa model has it.
+    # Paired: not yet validated for the per-subset-kappa model's batch refits.
+    "mechanism": QuestionSpec(
+        designs=("cross_sectional",),
+        endpoints=("kappa_difference_Treg_Th17", "kappa_difference_Treg_Th1"),
+        models=("saturation_per_subset",),
     ),
-    "prognostic": ("exacerbation_log_or",),
+    "prognosis": QuestionSpec(
+        designs=("prognostic",),
+        endpoints=("exacerbation_log_or",),
+        models=("exacerbation_logit", "exacerbation"),
+    ),
 }
-#: Bayesian analysis model per design when the plan names none.
-DEFAULT_BAYES_MODEL = {
-    "cross_sectional": "positive_rate",
-    "paired": "positive_rate",
-    "prognostic": "exacerbation_logit",
+#: The question a plan answers when it names none.
+DEFAULT_QUESTION = {
+    "cross_sectional": "biomarker",
+    "paired": "biomarker",
+    "prognostic": "prognosis",
 }
 #: Yearly exacerbation probability under natalizumab: 1 - exp(-0.53), the annualised relapse
 #: rate 0.53 of Japanese patients on natalizumab (literature.md A14, Saida 2017), Poisson.
@@ -80,14 +113,7 @@ class Trial(Section):
     endpoints: list[Endpoint] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def endpoints_fit_design(self) -> Trial:
-        allowed = ENDPOINTS_BY_DESIGN[self.design]
-        wrong = [e for e in self.endpoints if e not in allowed]
-        if wrong:
-            raise ValueError(
-                f"endpoint {wrong[0]!r} does not apply to the {self.design} design "
-                f"(allowed: {', '.join(allowed)})"
-            )
+    def n_increasing(self) -> Trial:
         if len(set(self.n)) != len(self.n) or self.n != sorted(self.n):
             raise ValueError(f"n must be strictly increasing without repeats, got {self.n}")
         return self
@@ -103,6 +129,7 @@ class Effect(Section):
     cohort_config: str | None = None
     source: str = ""
     kappa: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    kappa_by_subset: dict[str, Annotated[float, Field(gt=0.0, lt=1.0)]] | None = None
     saturation_mean: Annotated[float, Field(ge=0.6, le=1.0)] | None = None
     exacerbation_log_or: Annotated[float, Field(ge=-5.0, le=5.0)] | None = None
 
@@ -150,32 +177,72 @@ class Bayesian(Section):
 
 
 class Analysis(Section):
-    alpha: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
+    """``one_sided_alpha``: the level of every frequentist test, each one-sided in the
+    hypothesised direction (0.025: a two-sided 0.05 test that must also have that sign, and the
+    Bayesian direction rule's ``1 - 0.975``)."""
+
+    one_sided_alpha: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.025
     frequentist: bool = True
     mixed_model: bool = True
     bayesian: Bayesian = Bayesian()
+
+    @model_validator(mode="before")
+    @classmethod
+    def no_two_sided_alpha(cls, raw):
+        if isinstance(raw, dict) and "alpha" in raw:
+            raise ValueError(
+                "'alpha' is now 'one_sided_alpha': every test is one-sided in the hypothesised "
+                "direction (a two-sided 0.05 that must have that sign is one_sided_alpha = 0.025)"
+            )
+        return raw
 
 
 class Plan(Section):
     name: str = Field(min_length=1)
     description: str = ""
+    question: Question
     root_seed: Annotated[int, Field(ge=0, lt=2**63)]
     trial: Trial
     effect: Effect = Effect()
     replicates: Replicates = Replicates()
     analysis: Analysis = Analysis()
 
+    @model_validator(mode="before")
+    @classmethod
+    def question_from_design(cls, raw):
+        """A plan without ``question`` answers its design's usual one."""
+        trial = raw.get("trial") if isinstance(raw, dict) else None
+        if isinstance(trial, dict) and "question" not in raw:
+            design = trial.get("design")
+            if design in DEFAULT_QUESTION:
+                return {**raw, "question": DEFAULT_QUESTION[design]}
+        return raw
+
     @model_validator(mode="after")
-    def bayes_model_fits_design(self) -> Plan:
-        model = self.analysis.bayesian.model
-        joint = ("exacerbation", "exacerbation_logit")
-        if self.trial.design == "prognostic" and model not in (None, *joint):
+    def question_fits_plan(self) -> Plan:
+        spec = QUESTIONS[self.question]
+        if self.trial.design not in spec.designs:
             raise ValueError(
-                "the prognostic design needs analysis.bayesian.model = 'exacerbation_logit' "
-                "or 'exacerbation'"
+                f"the {self.question} question needs the {' or '.join(spec.designs)} design, "
+                f"not {self.trial.design}"
             )
-        if self.trial.design != "prognostic" and model in joint:
-            raise ValueError(f"the {self.trial.design} design has no exacerbation endpoint")
+        wrong = [e for e in self.trial.endpoints if e not in spec.endpoints]
+        if wrong:
+            raise ValueError(
+                f"endpoint {wrong[0]!r} does not answer the {self.question} question "
+                f"(allowed: {', '.join(spec.endpoints)})"
+            )
+        model = self.analysis.bayesian.model
+        if model is not None and model not in spec.models:
+            raise ValueError(
+                f"analysis.bayesian.model {model!r} cannot answer the {self.question} question "
+                f"(allowed: {', '.join(spec.models)})"
+            )
+        if self.question == "mechanism":
+            check_mechanism_effect(self.effect, self.trial.endpoints)
+        elif self.effect.kappa_by_subset is not None:
+            raise ValueError("effect.kappa_by_subset belongs to the mechanism question")
+        check_attainable_level(self)
         if self.bayes_model in ("positive_rate", "exacerbation_logit") and (
             self.analysis.bayesian.priors != "default"
         ):
@@ -184,7 +251,7 @@ class Plan(Section):
 
     @property
     def bayes_model(self) -> str:
-        return self.analysis.bayesian.model or DEFAULT_BAYES_MODEL[self.trial.design]
+        return self.analysis.bayesian.model or QUESTIONS[self.question].models[0]
 
     def result_hash(self, design_prior_digest: str = "") -> str:
         """SHA-256 of everything that decides a replicate's result (not how many are run).
@@ -196,6 +263,50 @@ class Plan(Section):
         content["design_prior"] = design_prior_digest
         text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def smallest_exact_p(design: str, n: int, allocation: float) -> float:
+    """The smallest one-sided p of the design's exact rank test: Wilcoxon signed-rank
+    ``1 / 2^n`` (paired), Mann-Whitney ``1 / C(n + m, n)`` (cross-sectional)."""
+    if design == "paired":
+        return 0.5**n
+    return 1.0 / math.comb(n + round(n * allocation), n)
+
+
+def check_attainable_level(plan: Plan) -> None:
+    """Every n of a rate design must let the exact rank test reach the level."""
+    if plan.trial.design == "prognostic" or not plan.analysis.frequentist:
+        return
+    design, allocation = plan.trial.design, plan.trial.allocation
+    alpha = plan.analysis.one_sided_alpha
+    low = [n for n in plan.trial.n if smallest_exact_p(design, n, allocation) > alpha]
+    if low:
+        test = "Wilcoxon signed-rank" if design == "paired" else "Mann-Whitney"
+        smallest = smallest_exact_p(design, low[0], allocation)
+        raise ValueError(
+            f"at n = {', '.join(map(str, low))} the exact {test} test cannot reach p < "
+            f"{alpha:g} (smallest one-sided p at n = {low[0]}: {smallest:.3g}): start trial.n "
+            "higher"
+        )
+
+
+def check_mechanism_effect(effect: Effect, endpoints: list[str]) -> None:
+    """The mechanism question's null is a shared kappa > 0 (``effect.kappa``) and its
+    alternative a kappa per subset (``effect.kappa_by_subset``) naming every subset compared."""
+    if not effect.kappa:
+        raise ValueError(
+            "the mechanism question needs effect.kappa > 0: the null scenario is natalizumab "
+            "acting alike on every subset (one kappa), not acting at all"
+        )
+    if effect.kappa_by_subset is None:
+        raise ValueError(
+            "the mechanism question needs effect.kappa_by_subset (the alternative), "
+            "e.g. { Th1 = 0.4, Th17 = 0.4, Treg = 0.55 }"
+        )
+    named = {"Treg", *(e.rsplit("_", 1)[-1] for e in endpoints)}
+    missing = sorted(named - set(effect.kappa_by_subset))
+    if missing:
+        raise ValueError(f"effect.kappa_by_subset lacks {', '.join(missing)}")
 
 
 class PlanError(ValueError):

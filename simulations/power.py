@@ -75,9 +75,16 @@ def run_plan(
     simulations.store.StoreMismatch
         If ``out`` holds another plan's results (nothing is run or written).
     ValueError
-        If the design prior lacks a generating parameter (nothing is written).
+        If the design prior lacks a generating parameter, or the plan asks the mechanism
+        question, whose per-subset kappa a fit of the shared-kappa models cannot give
+        (nothing is written).
     """
     prior = str(design_prior) if design_prior is not None else None
+    if prior is not None and plan.question == "mechanism":
+        raise ValueError(
+            "a design prior is not supported for the mechanism question: its scenarios set "
+            "kappa per subset (effect.kappa, effect.kappa_by_subset)"
+        )
     if prior is not None:
         DesignPrior(prior)  # refuse an unusable fit before anything is written
     result_hash = plan.result_hash(file_digest(prior))

@@ -47,7 +47,7 @@ from pymc.pytensorf import reseed_rngs
 from pytensor.tensor.random.variable import RandomGeneratorSharedVariable
 from tqdm.auto import tqdm
 
-from models.batch import BatchSampler, BatchSettings
+from models.batch import MODEL_SETTINGS, BatchSampler, BatchSettings
 from models.data import Cohort
 from models.estimands import estimand_draws
 from models.names import MODEL_NAMES
@@ -80,9 +80,14 @@ class SbcConfig:
         if self.draws < 1 or self.chunk < 1:
             raise ValueError("draws and chunk must be at least 1")
 
+    def fit_settings(self) -> BatchSettings:
+        """The sampler settings with the model's own (``models.batch.MODEL_SETTINGS``)."""
+        return replace(self.sampler, **MODEL_SETTINGS.get(self.model, {}))
+
     def digest(self) -> str:
         """SHA-256 of everything that decides a replicate (not how many are run)."""
         content = asdict(self) | {"draws": None, "chunk": None}
+        content["sampler"] = asdict(self.fit_settings())
         text = json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -153,7 +158,7 @@ class SbcAnalysis:
         build = MODELS[config.model].build
         model = build(cohort, config.prior_set, overrides=config.fit_priors)
         self.data_names = tuple(v.name for v in model.data_vars)
-        self.sampler = BatchSampler(model, self.data_names, config.sampler)
+        self.sampler = BatchSampler(model, self.data_names, config.fit_settings())
         self.spec = generator.spec
         self.parameters = top_level_parameters(model)
         self.log_likelihood = log_likelihood_function(model, self.data_names)

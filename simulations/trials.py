@@ -15,9 +15,17 @@ Designs (``n`` is always the number of natalizumab-treated patients):
 - ``prognostic``: ``n`` MS_NTZ patients followed for the plan's months; the exacerbation
   intercept is the logit of the probability of an exacerbation during follow-up.
 
-Null scenario: ``kappa = 0`` and so no probit shift (natalizumab leaves detectable CD49d
-unchanged, so every ratio fold change is 1 and every differential reduction 0) or
-``exacerbation_log_or = 0`` (prognostic).
+Scenarios by the plan's question:
+
+- ``biomarker``: the alternative is the plan's shared ``kappa``; the null ``kappa = 0`` and so
+  no probit shift (natalizumab leaves detectable CD49d unchanged, so every ratio fold change is
+  1 and every differential reduction 0);
+- ``mechanism``: trials come from the per-subset-kappa model (``kappa="per_subset"``, one
+  common sigma). The alternative is ``effect.kappa_by_subset`` (a subset it leaves out takes
+  ``effect.kappa``); the null is ``effect.kappa`` in every subset: natalizumab acts, alike on
+  every subset, so every subset's rate moves by the same probit shift and Treg lose relatively
+  more CD49d+ cells only through where their expression sits relative to the gate;
+- ``prognosis``: the null is ``exacerbation_log_or = 0``.
 """
 
 from __future__ import annotations
@@ -53,9 +61,14 @@ GLOBALS = (
     "exacerbation_intercept",
     "exacerbation_log_or",
 )
-#: What the null scenario zeroes: no loss of detectable CD49d (kappa = 0, so no probit shift),
-#: or no association with exacerbation.
-NULL_ZEROED = {"prognostic": ("exacerbation_log_or",), "rates": ("kappa", "mean_probit_shift")}
+#: What the null scenario zeroes, by question: no loss of detectable CD49d (kappa = 0, so no
+#: probit shift), no association with exacerbation, or nothing (the mechanism null sets kappa
+#: alike in every subset, ``plan_parameters``).
+NULL_ZEROED = {
+    "biomarker": ("kappa", "mean_probit_shift"),
+    "mechanism": (),
+    "prognosis": ("exacerbation_log_or",),
+}
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,8 @@ def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
     natural = dict(config.parameters)
     if effect.kappa is not None:
         natural["kappa"] = effect.kappa
+    if plan.question == "mechanism":
+        natural["kappa"] = subset_kappas(plan, config, cell.scenario)
     if effect.saturation_mean is not None:
         natural["saturation_mean"] = effect.saturation_mean
     values = fixed_parameters(replace(config, parameters=natural))
@@ -106,8 +121,28 @@ def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
     return null_effect(plan, values) if cell.scenario == "null" else values
 
 
+def subset_kappas(plan: Plan, config: CohortConfig, scenario: str) -> list[float]:
+    """Kappa per subset (the config's subset order) of a mechanism plan's scenario."""
+    alternative = plan.effect.kappa_by_subset or {}
+    unknown = sorted(set(alternative) - set(config.spec.subsets))
+    if unknown:
+        raise ValueError(
+            f"effect.kappa_by_subset names {', '.join(unknown)}, which the cohort configuration "
+            f"lacks (its subsets: {', '.join(config.spec.subsets)})"
+        )
+    shared = float(plan.effect.kappa)
+    if scenario == "null":
+        return [shared] * len(config.spec.subsets)
+    return [float(alternative.get(subset, shared)) for subset in config.spec.subsets]
+
+
+def kappa_variant(plan: Plan) -> str:
+    """The generating model's kappa: one per subset for the mechanism question."""
+    return "per_subset" if plan.question == "mechanism" else "shared"
+
+
 def null_effect(plan: Plan, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    zeroed = NULL_ZEROED["prognostic" if plan.trial.design == "prognostic" else "rates"]
+    zeroed = NULL_ZEROED[plan.question]
     return {**values, **{name: np.zeros_like(values[name]) for name in zeroed}}
 
 
@@ -150,7 +185,7 @@ class TrialGenerator:
         self.plan, self.cell, self.design_prior = plan, cell, design_prior
         self.template = design_rows(plan, cell.n, np.random.default_rng(0))
         cohort = Cohort.from_frame(self.template, cohort_config(plan).spec, source="design")
-        model = exacerbation.build_model(cohort, observed=False)
+        model = exacerbation.build_model(cohort, observed=False, kappa=kappa_variant(plan))
         self.treated = model.coords["treated_subject"]
         self.base = plan_parameters(plan, cell)
         self.shared = {name: pytensor.shared(value, name=name) for name, value in self.base.items()}

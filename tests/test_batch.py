@@ -146,3 +146,27 @@ def test_paired_trials_pass_the_gate_with_the_dense_metric_and_agree_with_nutpie
     theirs = theirs.set_index(keys)
     gap = (ours["mean"] - theirs["mean"]).abs() / theirs["sd"]  # Monte Carlo SE about 0.04
     assert gap.max() < 0.2, (gap.idxmax(), gap.max())
+
+
+def test_mechanism_trials_are_refitted_with_the_per_subset_model_and_its_kappa_difference():
+    """The mechanism plan's Bayesian rows come from ``saturation_per_subset`` behind the gate
+    (400 L-BFGS iterations, target acceptance 0.9), and each row's estimate is the posterior
+    mean of kappa_Treg - kappa_effector of that fit."""
+    from simulations.bayes import BayesianAnalysis
+
+    plan = load_plan(ROOT / "simulations" / "plans" / "mechanism.toml")
+    frames = [TrialGenerator(plan, Cell("alternative", 8)).draw(seed) for seed in range(2)]
+    analysis = BayesianAnalysis(plan, frames[0])
+    assert analysis.sampler.settings.laplace_iterations == 400
+    assert analysis.sampler.settings.target_accept == 0.9
+    fits = analysis.sampler.fit([analysis.data_of(f) for f in frames], [11, 12])
+    assert all(fit.passed for fit in fits), [fit.report.failures for fit in fits]
+    endpoints = analysis.batch_endpoint_draws(fits)
+    for fit, draws in zip(fits, endpoints, strict=True):
+        kappa = analysis.sampler.posterior(fit, ["kappa"])["kappa"]
+        rows = analysis.rows_of(fit.report, lambda draws=draws: draws)
+        for row in rows:
+            effector = row["endpoint"].rsplit("_", 1)[-1]
+            expected = float((kappa.sel(subset="Treg") - kappa.sel(subset=effector)).mean())
+            assert row["analysis"] == "bayes_direction" and row["status"] == "ok"
+            assert row["estimate"] == pytest.approx(expected, rel=1e-9)

@@ -32,6 +32,17 @@ from simulations.trials import Cell, TrialGenerator
 from tests.conftest import ROOT
 
 CLI = [sys.executable, "-m", "analysis"]
+ALPHA = 0.025  # every test one-sided
+#: The shipped mechanism plan's scenarios: null kappa 0.4 everywhere, alternative Treg 0.55.
+MECHANISM_EFFECT = {"kappa": 0.4, "kappa_by_subset": {"Th1": 0.4, "Th17": 0.4, "Treg": 0.55}}
+MECHANISM = """name = "m"
+root_seed = 1
+question = "mechanism"
+[trial]
+design = "cross_sectional"
+n = [8]
+endpoints = ["kappa_difference_Treg_Th17"]
+"""
 
 
 def plan_toml(tmp_path: Path, text: str, name: str = "plan.toml") -> Path:
@@ -46,6 +57,9 @@ def make_plan(design: str, n: list[int], *, initial: int, null: int, **extra) ->
         "paired": ["ratio_fold_change_Th17_Treg"],
         "prognostic": ["exacerbation_log_or"],
     }[design]
+    if extra.get("question") == "mechanism":
+        endpoints = ["kappa_difference_Treg_Th17"]
+        extra.setdefault("effect", MECHANISM_EFFECT)
     raw = {
         "name": f"test-{design}",
         "root_seed": 7,
@@ -69,6 +83,60 @@ endpoints = ["ratio_fold_change_Th17_Treg"]
 
 
 @pytest.mark.parametrize(
+    ("effect", "expected"),
+    [
+        (
+            "",
+            "plan: the mechanism question needs effect.kappa > 0: the null scenario is "
+            "natalizumab acting alike on every subset (one kappa), not acting at all",
+        ),
+        (
+            "[effect]\nkappa = 0.4\n",
+            "plan: the mechanism question needs effect.kappa_by_subset (the alternative), "
+            "e.g. { Th1 = 0.4, Th17 = 0.4, Treg = 0.55 }",
+        ),
+        (
+            "[effect]\nkappa = 0.4\nkappa_by_subset = { Th17 = 0.4 }\n",
+            "plan: effect.kappa_by_subset lacks Treg",
+        ),
+    ],
+)
+def test_mechanism_plan_needs_both_scenarios(run_cli, tmp_path, effect, expected):
+    path = plan_toml(tmp_path, MECHANISM + effect)
+    result = run_cli("power", path, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"{path}: {expected}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_shared_kappa_is_an_interaction_on_the_log_scale_but_not_on_the_probit_scale():
+    """Under one kappa for every subset (the mechanism null; here the bundled cohort's 0.71, at
+    150 + 150 patients), every subset's probit rate falls
+    by the same shift: no subset x treatment interaction on the probit scale. On the log (and
+    logit) scale the same trial shows a strong one, the Treg rate sitting far below the gate's
+    median: exactly why a log-scale interaction, or a rising CD49d ratio, is no evidence that
+    natalizumab acts differently on Treg."""
+    from simulations.analyses import mixed_model, mixed_model_frame
+
+    effect = {"kappa": 0.71, "kappa_by_subset": {"Treg": 0.8, "Th17": 0.71}}  # the cohort's kappa
+    plan = make_plan(
+        "cross_sectional", [150], initial=1, null=1, question="mechanism", effect=effect
+    )
+    trial = TrialGenerator(plan, Cell("null", 150)).draw(20261126)
+    probit = mixed_model(trial, "kappa_difference_Treg_Th17", alpha=ALPHA, paired=False)
+    log = mixed_model(trial, "ratio_fold_change_Th17_Treg", alpha=ALPHA, paired=False)
+    assert 0.0015 < probit["p_value"] < 0.9985  # |t| < 3: no interaction
+    assert abs(probit["estimate"]) < 0.03
+    assert log["p_value"] < 1e-6 and log["estimate"] > 0.2
+    rows = mixed_model_frame(trial, "kappa_difference_Treg_Th17")
+    rate = (rows["n_cd49d_pos"] + 0.5) / (rows["n_cells"] + 1)
+    rows["response"] = np.log(rate / (1 - rate))
+    units = rows["patient"]
+    logit = smf.mixedlm("response ~ effector * treated", rows, groups=units).fit(reml=True)
+    assert logit.tvalues["effector:treated"] > 3
+
+
+@pytest.mark.parametrize(
     ("change", "expected"),
     [
         (
@@ -84,13 +152,30 @@ endpoints = ["ratio_fold_change_Th17_Treg"]
             ('endpoints = ["ratio_fold_change_Th17_Treg"]', 'endpoints = ["ratio_Th17"]'),
             "trial.endpoints.0: Input should be 'ratio_fold_change_Th17_Treg', "
             "'ratio_fold_change_Th1_Treg', 'differential_reduction_Treg_Th17', "
-            "'differential_reduction_Treg_Th1' or 'exacerbation_log_or'",
+            "'differential_reduction_Treg_Th1', 'kappa_difference_Treg_Th17', "
+            "'kappa_difference_Treg_Th1' or 'exacerbation_log_or'",
         ),
         (
             ('endpoints = ["ratio_fold_change_Th17_Treg"]', 'endpoints = ["exacerbation_log_or"]'),
-            "trial: endpoint 'exacerbation_log_or' does not apply to the cross_sectional design "
+            "plan: endpoint 'exacerbation_log_or' does not answer the biomarker question "
             "(allowed: ratio_fold_change_Th17_Treg, ratio_fold_change_Th1_Treg, "
             "differential_reduction_Treg_Th17, differential_reduction_Treg_Th1)",
+        ),
+        (
+            ("root_seed = 1", 'root_seed = 1\nquestion = "mechanism"'),
+            "plan: endpoint 'ratio_fold_change_Th17_Treg' does not answer the mechanism question "
+            "(allowed: kappa_difference_Treg_Th17, kappa_difference_Treg_Th1)",
+        ),
+        (
+            ("root_seed = 1", "root_seed = 1\n[analysis]\nalpha = 0.05"),
+            "analysis: 'alpha' is now 'one_sided_alpha': every test is one-sided in the "
+            "hypothesised direction (a two-sided 0.05 that must have that sign is "
+            "one_sided_alpha = 0.025)",
+        ),
+        (
+            ('design = "cross_sectional"\nn = [8, 16]', 'design = "paired"\nn = [5, 8]'),
+            "plan: at n = 5 the exact Wilcoxon signed-rank test cannot reach p < 0.025 "
+            "(smallest one-sided p at n = 5: 0.0312): start trial.n higher",
         ),
         (
             ("root_seed = 1", "root_seed = 1\nreplicates = 5"),
@@ -114,9 +199,15 @@ def test_bad_plan_is_refused_in_one_line_before_any_work(run_cli, tmp_path, chan
 def test_shipped_plans_are_valid_and_hash_stably():
     from simulations.plan import load_plan
 
-    for name in ("cross_sectional", "paired", "prognostic"):
+    designs = {
+        "cross_sectional": "cross_sectional",
+        "paired": "paired",
+        "prognostic": "prognostic",
+        "mechanism": "cross_sectional",
+    }
+    for name, design in designs.items():
         plan = load_plan(ROOT / "simulations" / "plans" / f"{name}.toml")
-        assert plan.trial.design == name
+        assert plan.trial.design == design
         assert (
             plan.result_hash()
             == load_plan(ROOT / "simulations" / "plans" / f"{name}.toml").result_hash()
@@ -152,7 +243,7 @@ def test_a_folder_of_another_plan_is_refused(tmp_path):
 
 
 def small_plan() -> Plan:
-    return make_plan("paired", [4, 8], initial=12, null=12, per_task=4)
+    return make_plan("paired", [6, 8], initial=12, null=12, per_task=4)
 
 
 def test_results_identical_with_one_and_two_workers_and_on_dask(tmp_path):
@@ -255,7 +346,7 @@ def test_saved_cross_sectional_trial_reanalysed_with_scipy_and_statsmodels(run_c
             log_ratio = np.log(wide["Th17"] / wide["Treg"])
             treated = log_ratio[wide["group"] == "MS_NTZ"]
             naive = log_ratio[wide["group"] == "MS_naive"]
-            expected = stats.mannwhitneyu(treated, naive, alternative="two-sided")
+            expected = stats.mannwhitneyu(treated, naive, alternative="greater")
             got = record_for(out, cell, rep, "mann_whitney", "ratio_fold_change_Th17_Treg")
             assert got["p_value"] == pytest.approx(expected.pvalue, rel=1e-12)
             rows = load_cohort(saved).rows
@@ -269,7 +360,7 @@ def test_saved_cross_sectional_trial_reanalysed_with_scipy_and_statsmodels(run_c
             mixed = record_for(out, cell, rep, "mixed_model", "ratio_fold_change_Th17_Treg")
             assert mixed["estimate"] == pytest.approx(fit.params["eff:trt"], abs=1e-4)
             df = rows["subject_id"].nunique() - 2
-            t_p = 2 * stats.t.sf(abs(fit.tvalues["eff:trt"]), df=df)
+            t_p = stats.t.sf(fit.tvalues["eff:trt"], df=df)  # one-sided: greater
             assert mixed["p_value"] == pytest.approx(t_p, rel=1e-3, abs=1e-6)
     bayes = pd.read_parquet(out / "records.parquet").query("analysis == 'bayes_direction'")
     assert len(bayes) == 2  # one refit per cell, as the plan asks
@@ -294,7 +385,8 @@ def test_saved_paired_and_prognostic_trials_reanalysed_independently(tmp_path):
         got = record_for(
             tmp_path / "paired", "alternative-n0006", rep, "wilcoxon", "ratio_fold_change_Th17_Treg"
         )
-        assert got["p_value"] == pytest.approx(stats.wilcoxon(change).pvalue, rel=1e-12)
+        expected = stats.wilcoxon(change, alternative="greater").pvalue
+        assert got["p_value"] == pytest.approx(expected, rel=1e-12)
     prognostic = make_plan("prognostic", [30], initial=3, null=3)
     run_plan(prognostic, tmp_path / "prog", save_datasets=True, progress=False)
     for rep in range(3):
@@ -310,15 +402,22 @@ def test_saved_paired_and_prognostic_trials_reanalysed_independently(tmp_path):
             tmp_path / "prog", "alternative-n0030", rep, "logistic_lr", "exacerbation_log_or"
         )
         assert got["estimate"] == pytest.approx(fit.params[1], rel=1e-6)
-        assert got["p_value"] == pytest.approx(fit.llr_pvalue, rel=1e-6)
+        # one-sided: the signed root of the likelihood-ratio statistic, positive slope
+        signed = np.sign(fit.params[1]) * np.sqrt(2 * (fit.llf - fit.llnull))
+        assert got["p_value"] == pytest.approx(stats.norm.sf(signed), rel=1e-6)
+        two_sided = fit.llr_pvalue / 2 if fit.params[1] > 0 else 1 - fit.llr_pvalue / 2
+        assert got["p_value"] == pytest.approx(two_sided, rel=1e-6)
 
 
 # --- statistical properties ---------------------------------------------------------------
 
 
-def null_rejections(design: str, n: int, reps: int, *, mixed: bool) -> pd.DataFrame:
+def null_rejections(
+    design: str, n: int, reps: int, *, mixed: bool, question: str | None = None
+) -> pd.DataFrame:
     """Frequentist analyses of ``reps`` null trials drawn by the package's generator."""
-    plan = make_plan(design, [n], initial=1, null=reps)
+    extra = {"question": question} if question else {}
+    plan = make_plan(design, [n], initial=1, null=reps, **extra)
     generator = TrialGenerator(plan, Cell("null", n))
     rows = []
     for rep in range(reps):
@@ -327,7 +426,7 @@ def null_rejections(design: str, n: int, reps: int, *, mixed: bool) -> pd.DataFr
             generator.draw(seeds.data),
             design=design,
             endpoints=list(plan.trial.endpoints),
-            alpha=0.05,
+            alpha=ALPHA,
             mixed=mixed,
         )
     return pd.DataFrame(rows)
@@ -338,8 +437,8 @@ def assert_calibrated(rows: pd.DataFrame, reps: int) -> None:
         ran = group[group["status"] == "ok"]
         assert len(ran) >= 0.99 * reps, (analysis, group["error_message"].value_counts())
         rate = ran["success"].mean()
-        mcse = np.sqrt(0.05 * 0.95 / len(ran))
-        assert abs(rate - 0.05) <= 3 * mcse, (analysis, rate, mcse)
+        mcse = np.sqrt(ALPHA * (1 - ALPHA) / len(ran))
+        assert abs(rate - ALPHA) <= 3 * mcse, (analysis, rate, mcse)
 
 
 @pytest.mark.slow
@@ -351,6 +450,27 @@ def test_type_i_error_of_the_study_tests_on_2000_null_replicates(design, n):
 
 
 @pytest.mark.slow
+def test_mechanism_tests_hold_their_level_at_a_shared_kappa_and_find_a_treg_kappa():
+    """The mechanism null is natalizumab acting alike on every subset (kappa 0.4): the probit
+    rank test keeps its level on 2000 null trials; with Treg at 0.55 it rejects far more."""
+    assert_calibrated(
+        null_rejections("cross_sectional", 16, 2000, mixed=False, question="mechanism"), 2000
+    )
+    plan = make_plan("cross_sectional", [32], initial=1, null=1, question="mechanism")
+    generator = TrialGenerator(plan, Cell("alternative", 32))
+    rows = []
+    for rep in range(100):
+        rows += frequentist_rows(
+            generator.draw(rep),
+            design="cross_sectional",
+            endpoints=list(plan.trial.endpoints),
+            alpha=ALPHA,
+            mixed=False,
+        )
+    assert pd.DataFrame(rows)["success"].mean() > 0.6
+
+
+@pytest.mark.slow
 def test_type_i_error_of_the_mixed_model_smoke():
     """400 null trials here; the 2000-replicate check is ``make validate`` (MixedLM is slow)."""
     rows = null_rejections("cross_sectional", 16, 400, mixed=True)
@@ -359,10 +479,13 @@ def test_type_i_error_of_the_mixed_model_smoke():
 
 @pytest.mark.validation
 @pytest.mark.parametrize(
-    ("design", "n"), [("cross_sectional", 16), ("paired", 16), ("prognostic", 60)]
+    ("design", "n"),
+    [("cross_sectional", 16), ("paired", 16), ("prognostic", 60), ("mechanism", 16)],
 )
 def test_type_i_error_of_the_mixed_model_on_2000_null_replicates(design, n):
-    rows = null_rejections(design, n, 2000, mixed=True)
+    question = "mechanism" if design == "mechanism" else None
+    design = "cross_sectional" if design == "mechanism" else design
+    rows = null_rejections(design, n, 2000, mixed=True, question=question)
     assert_calibrated(rows[rows["analysis"] == "mixed_model"], 2000)
 
 
