@@ -506,9 +506,15 @@ def power(
         plan = with_overrides(load_plan(plan_file), replicates, bayes_replicates)
     except PlanError as err:
         fail(err.lines)
+    from simulations.observable import effect_lines, observable_effect
     from simulations.power import describe_run, run_plan
 
     try:
+        observable = observable_effect(plan)
+        for line in effect_lines(observable):
+            click.echo(line)
+        if design_prior is not None:
+            click.echo("  (with --design-prior each trial draws its own parameters instead)")
         outputs = run_plan(
             plan,
             out,
@@ -517,6 +523,7 @@ def power(
             design_prior=design_prior,
             save_datasets=save_datasets,
             progress=not no_progress,
+            observable=observable,
         )
     except (StoreMismatch, ValueError) as err:
         fail([str(err)])

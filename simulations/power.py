@@ -2,7 +2,8 @@
 
 Outputs under ``--out`` (documented in README.md, "Planning a study"):
 
-- ``records/``, ``manifest.json`` (and ``datasets/``): see ``simulations.store``;
+- ``records/``, ``manifest.json`` (and ``datasets/``): see ``simulations.store``; the manifest
+  also holds the plan's effect on the observable scale (``simulations.observable``);
 - ``records.parquet``: every replicate's rows in one file (engine order, sorted);
 - ``power.csv``: power per (design, scenario, endpoint, analysis, n) with MCSE and Wilson
   interval, among converged analyses and with failures counted as non-successes (``*_all``);
@@ -24,6 +25,7 @@ import pandas as pd
 
 from simulations.cohort import write_atomically
 from simulations.engine import RunContext, run_rounds
+from simulations.observable import observable_effect
 from simulations.plan import Plan
 from simulations.store import Store
 from simulations.summarise import power_table, sample_size_table, type_i_table
@@ -44,11 +46,14 @@ def file_digest(path: Path | str | None) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def manifest(plan: Plan, result_hash: str, design_prior: str | None) -> dict:
+def manifest(
+    plan: Plan, result_hash: str, design_prior: str | None, observable: dict | None = None
+) -> dict:
     versions = {name: metadata.version(name) for name in ("pymc", "nutpie", "numpy", "scipy")}
     versions["statsmodels"] = metadata.version("statsmodels")
     return {
         "plan": plan.model_dump(mode="json"),
+        "observable_effect": observable if observable is not None else observable_effect(plan),
         "result_hash": result_hash,
         "design_prior": design_prior,
         "design_prior_sha256": file_digest(design_prior),
@@ -67,8 +72,12 @@ def run_plan(
     design_prior: Path | str | None = None,
     save_datasets: bool = False,
     progress: bool = True,
+    observable: dict | None = None,
 ) -> PowerOutputs:
     """Run (or resume) a plan and write its records and summary tables under ``out``.
+
+    ``observable``: the plan's ``simulations.observable.observable_effect`` if already computed
+    (it is stored in the manifest).
 
     Raises
     ------
@@ -88,7 +97,7 @@ def run_plan(
     if prior is not None:
         DesignPrior(prior)  # refuse an unusable fit before anything is written
     result_hash = plan.result_hash(file_digest(prior))
-    Store(out, result_hash).open(manifest(plan, result_hash, prior))
+    Store(out, result_hash).open(manifest(plan, result_hash, prior, observable))
     context = RunContext(plan, str(out), result_hash, prior, save_datasets)
     records = run_rounds(context, workers=workers, scheduler=scheduler, progress=progress)
     Store(out, result_hash).remove_temporaries()

@@ -7,6 +7,7 @@ run that includes a Bayesian refit per cell.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,6 +135,48 @@ def test_a_shared_kappa_is_an_interaction_on_the_log_scale_but_not_on_the_probit
     units = rows["patient"]
     logit = smf.mixedlm("response ~ effector * treated", rows, groups=units).fit(reml=True)
     assert logit.tvalues["effector:treated"] > 3
+
+
+def test_the_effect_is_stated_on_the_observable_scale():
+    """What kappa means in % CD49d+ cells, from the generating graph: under the biomarker null
+    nothing moves; under the mechanism null (one kappa, 0.4) every probit shift is equal and
+    yet the CD49d ratios rise; its alternative's probit-shift difference is the closed form's."""
+    from simulations.observable import observable_effect
+    from simulations.plan import load_plan
+
+    biomarker = observable_effect(
+        load_plan(ROOT / "simulations" / "plans" / "cross_sectional.toml")
+    )
+    null = biomarker["null"]
+    assert null["pct_pos"]["MS_NTZ"] == null["pct_pos"]["MS_naive"]
+    assert set(null["ratio_fold_change"].values()) == {1.0}
+    mechanism = observable_effect(load_plan(ROOT / "simulations" / "plans" / "mechanism.toml"))
+    assert set(mechanism["null"]["probit_shift_difference"].values()) == {0.0}
+    assert min(mechanism["null"]["ratio_fold_change"].values()) > 1.3  # the gate position alone
+    assert (
+        mechanism["null"]["pct_pos"]["MS_NTZ"]["Treg"]
+        < mechanism["null"]["pct_pos"]["MS_naive"]["Treg"]
+    )
+    # closed form at the bundled occupancy distribution (mean 0.87, SD 0.056) and sigma 1.5
+    from scipy.special import expit
+
+    from models.saturation import HERMITE_NODES, HERMITE_WEIGHTS
+    from simulations.cohort import load_config, natural_to_model
+
+    p = load_config().parameters
+    occupancy = natural_to_model(
+        sigma=1.5,
+        kappa=0.4,
+        saturation_mean=p["saturation_mean"],
+        saturation_sd=p["saturation_sd"],
+        reference=2,
+    )
+    rho = 0.6 + 0.4 * expit(
+        occupancy["saturation_logit_mean"] + occupancy["saturation_logit_sd"] * HERMITE_NODES
+    )
+    expected = HERMITE_WEIGHTS @ (np.log1p(-0.4 * rho) - np.log1p(-0.55 * rho)) / 1.5
+    for value in mechanism["alternative"]["probit_shift_difference"].values():
+        assert value == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -339,6 +382,9 @@ def test_saved_cross_sectional_trial_reanalysed_with_scipy_and_statsmodels(run_c
         "power", plan_toml(tmp_path, text), "--out", out, "--save-datasets", "--no-progress"
     )
     assert result.exit_code == 0, result.output
+    assert "Effect on the observable scale" in result.output
+    stated = json.loads((out / "manifest.json").read_text())["observable_effect"]
+    assert stated["null"]["ratio_fold_change"] == {"Th1/Treg": 1.0, "Th17/Treg": 1.0}
     for cell in ("alternative-n0006", "null-n0006"):
         for rep in range(3):
             saved = out / "datasets" / cell / f"rep-{rep:06d}.csv"
