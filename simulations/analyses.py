@@ -340,6 +340,47 @@ def fit_mixed(model: smf.mixedlm) -> sm.regression.mixed_linear_model.MixedLMRes
     raise RuntimeError(failure)
 
 
+def frequentist_analyses(design: str, *, mixed: bool) -> tuple[str, ...]:
+    """The frequentist analyses ``frequentist_rows`` runs for a design, by name."""
+    study = {
+        "cross_sectional": ("mann_whitney",),
+        "paired": ("wilcoxon",),
+        "prognostic": ("logistic_lr", "logistic_wald"),
+    }[design]
+    return (*study, "mixed_model") if mixed else study
+
+
+def planned_rules(endpoints: list[str], rules) -> list[tuple[str, str, float]]:
+    """``(endpoint, bayes_<rule>, nominal_level)`` of a plan's Bayesian decision rules
+    (``rules``: ``simulations.plan.Bayesian``); only the direction rule has a nominal level."""
+    return [
+        (
+            endpoint,
+            f"bayes_{rule}",
+            1 - rules.direction_threshold if rule == "direction" else np.nan,
+        )
+        for endpoint in endpoints
+        for rule in rules.rules
+    ]
+
+
+def failure_rows(
+    planned: list[tuple[str, str, float]], status: str, error_type: str, message: str
+) -> list[dict]:
+    """One failed row per planned ``(endpoint, analysis, nominal_level)``."""
+    return [
+        result_row(
+            endpoint,
+            analysis,
+            nominal_level,
+            status=status,
+            error_type=error_type,
+            error_message=message[:300],
+        )
+        for endpoint, analysis, nominal_level in planned
+    ]
+
+
 def frequentist_rows(
     dataset: pd.DataFrame, *, design: str, endpoints: list[str], alpha: float, mixed: bool
 ) -> list[dict]:

@@ -38,7 +38,7 @@ from models.diagnostics import Thresholds
 from models.estimands import estimand_draws
 from models.fit import RefitSampler, SamplerSettings
 from models.registry import MODELS
-from simulations.analyses import endpoint_subset, result_row
+from simulations.analyses import endpoint_subset, failure_rows, planned_rules, result_row
 from simulations.plan import Bayesian, Plan
 from simulations.trials import cohort_config
 
@@ -107,18 +107,7 @@ def decision_rows(draws: np.ndarray, endpoint: str, rules: Bayesian) -> list[dic
 
 
 def failed_rows(endpoints, rules: Bayesian, status: str, error_type: str, message: str):
-    return [
-        result_row(
-            endpoint,
-            f"bayes_{rule}",
-            1 - rules.direction_threshold if rule == "direction" else np.nan,
-            status=status,
-            error_type=error_type,
-            error_message=message[:300],
-        )
-        for endpoint in endpoints
-        for rule in rules.rules
-    ]
+    return failure_rows(planned_rules(endpoints, rules), status, error_type, message)
 
 
 class BayesianAnalysis:

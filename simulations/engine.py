@@ -25,7 +25,12 @@ from dataclasses import dataclass
 import pandas as pd
 from tqdm.auto import tqdm
 
-from simulations.analyses import frequentist_rows
+from simulations.analyses import (
+    failure_rows,
+    frequentist_analyses,
+    frequentist_rows,
+    planned_rules,
+)
 from simulations.cohort import cohort_csv_text, write_atomically
 from simulations.plan import Plan
 from simulations.seeds import replicate_seeds
@@ -165,11 +170,11 @@ def run_task(context: RunContext, task: Task) -> TaskOutcome:
         )
         for rep in reps
     }
-    datasets = {rep: generator.draw(seeds[rep].data) for rep in reps}
+    datasets, failures = draw_trials(generator, {rep: seeds[rep].data for rep in reps})
     if context.save_datasets:
-        for rep in reps:
-            save_dataset(datasets[rep], store.dataset_path(task.cell.cell_id, rep))
-    bayes_reps = [rep for rep in reps if wants_bayes(plan, rep)]
+        for rep, dataset in datasets.items():
+            save_dataset(dataset, store.dataset_path(task.cell.cell_id, rep))
+    bayes_reps = [rep for rep in datasets if wants_bayes(plan, rep)]
     bayes = bayesian_rows(
         context,
         task.cell,
@@ -179,12 +184,44 @@ def run_task(context: RunContext, task: Task) -> TaskOutcome:
     bayes_by_rep = dict(zip(bayes_reps, bayes, strict=True))
     failed = 0
     for rep in reps:
-        rows = frequentist_for(plan, datasets[rep]) + bayes_by_rep.get(rep, [])
+        if rep in failures:
+            rows = generation_failed(plan, rep, failures[rep])
+        else:
+            rows = frequentist_for(plan, datasets[rep]) + bayes_by_rep.get(rep, [])
         ids = replicate_ids(context, task.cell, rep, seeds[rep])
         record = pd.DataFrame([{**ids, **row} for row in rows])
         store.write_record(task.cell.cell_id, rep, record)
         failed += int((record["status"] != "ok").any())
     return TaskOutcome(task.cell.cell_id, len(task.replicates), failed)
+
+
+def draw_trials(generator, seeds: dict[int, int]) -> tuple[dict, dict[int, Exception]]:
+    """Each replicate's trial, or the error that drawing it raised (a result, not a stop)."""
+    datasets, failures = {}, {}
+    for rep, seed in seeds.items():
+        try:
+            datasets[rep] = generator.draw(seed)
+        except Exception as err:  # stored as every analysis's failure of this replicate
+            failures[rep] = err
+    return datasets, failures
+
+
+def generation_failed(plan: Plan, rep: int, err: Exception) -> list[dict]:
+    """Rows of a replicate whose trial could not be drawn: every analysis it would have had,
+    ``status = "error"``, the reason in the message; counted as a failure in every table."""
+    endpoints = list(plan.trial.endpoints)
+    planned = []
+    if plan.analysis.frequentist:
+        alpha = plan.analysis.one_sided_alpha
+        names = frequentist_analyses(plan.trial.design, mixed=plan.analysis.mixed_model)
+        planned += [(e, name, alpha) for e in endpoints for name in names]
+    if wants_bayes(plan, rep):
+        planned += planned_rules(endpoints, plan.analysis.bayesian)
+    message = f"drawing the trial failed: {str(err).splitlines()[0] if str(err) else ''}"
+    rows = failure_rows(planned, "error", type(err).__name__, message.rstrip(": "))
+    for row in rows:
+        row["seconds"] = 0.0
+    return rows
 
 
 def save_dataset(dataset: pd.DataFrame, path) -> None:

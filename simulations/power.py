@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from simulations.cohort import write_atomically
+from simulations.cohort import DEFAULT_CONFIG, write_atomically
 from simulations.engine import RunContext, run_rounds
 from simulations.observable import observable_effect
 from simulations.plan import Plan
@@ -46,6 +46,32 @@ def file_digest(path: Path | str | None) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+#: The packages whose source decides a replicate's result (``code_digest``).
+CODE_PACKAGES = ("models", "simulations")
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_digest(root: Path = SOURCE_ROOT) -> str:
+    """SHA-256 of the package version and of every ``.py`` file of ``CODE_PACKAGES``."""
+    digest = hashlib.sha256(metadata.version("cd49d").encode())
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def input_digests(plan: Plan) -> dict[str, str]:
+    """Digests of what decides a replicate besides the plan itself: the cohort configuration
+    file's contents and the code (the design prior enters the result hash)."""
+    config = Path(plan.effect.cohort_config) if plan.effect.cohort_config else DEFAULT_CONFIG
+    return {
+        "cohort_config": file_digest(config),
+        "cohort_config_path": str(config),
+        "code": code_digest(),
+    }
+
+
 def manifest(
     plan: Plan, result_hash: str, design_prior: str | None, observable: dict | None = None
 ) -> dict:
@@ -53,6 +79,7 @@ def manifest(
     versions["statsmodels"] = metadata.version("statsmodels")
     return {
         "plan": plan.model_dump(mode="json"),
+        "inputs": input_digests(plan),
         "observable_effect": observable if observable is not None else observable_effect(plan),
         "result_hash": result_hash,
         "design_prior": design_prior,

@@ -2,14 +2,15 @@
 
 Layout under the output folder::
 
-    manifest.json                      plan, its result hash, design-prior digest, versions
+    manifest.json                      plan, its result hash, input digests, versions
     records/<cell_id>/rep-000123.parquet    one file per replicate (rows: endpoint x analysis)
     datasets/<cell_id>/rep-000123.csv       with --save-datasets: the trial, cohort schema
 
 A record is written to a temporary name and renamed, so a killed run leaves whole records or
 none (and partial temporary files, which the end of the next run deletes); a rerun skips every
-replicate whose record exists. A folder holding another plan's
-results (a different result hash) is refused rather than mixed.
+replicate whose record exists. A folder holding another plan's results (a different result
+hash), or results made from another cohort configuration or other code (``inputs`` digests), is
+refused rather than mixed, with a message naming what changed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,29 @@ class StoreMismatch(ValueError):
     """The output folder holds results of a different plan."""
 
 
+#: What each input digest of a manifest stands for, in a refusal message.
+INPUT_NAMES = {
+    "cohort_config": "the cohort configuration file's contents",
+    "code": "the model and simulation code (package version or source files)",
+}
+
+
+def changed_inputs(stored: dict, current: dict) -> list[str]:
+    """Which inputs of a stored run differ from the current one, in words."""
+    changed = []
+    if stored.get("result_hash") != current.get("result_hash"):
+        changed.append(
+            f"the plan or design prior changed (result hash {str(stored.get('result_hash'))[:12]}"
+            f", this plan {str(current.get('result_hash'))[:12]})"
+        )
+    if "inputs" not in stored:
+        return [*changed, "the stored run predates input digests"]
+    for key, words in INPUT_NAMES.items():
+        if stored["inputs"].get(key) != current.get("inputs", {}).get(key):
+            changed.append(f"{words} changed")
+    return changed
+
+
 class Store:
     """Records of one plan's run under ``root``."""
 
@@ -36,21 +60,23 @@ class Store:
         self.result_hash = result_hash
 
     def open(self, manifest: dict) -> None:
-        """Create the folder, or check that it belongs to this plan.
+        """Create the folder, or check that it belongs to this plan and these inputs.
 
         Raises
         ------
         StoreMismatch
-            If ``manifest.json`` names another result hash.
+            If ``manifest.json`` names another result hash or other input digests
+            (``manifest["inputs"]``: the cohort configuration's contents, the code), saying
+            which input changed.
         """
         path = self.root / "manifest.json"
         if path.exists():
             stored = json.loads(path.read_text(encoding="utf-8"))
-            if stored.get("result_hash") != self.result_hash:
+            changed = changed_inputs(stored, {**manifest, "result_hash": self.result_hash})
+            if changed:
                 raise StoreMismatch(
-                    f"{self.root} holds results of a different plan or design prior "
-                    f"(result hash {str(stored.get('result_hash'))[:12]}, this plan "
-                    f"{self.result_hash[:12]}); choose another --out folder"
+                    f"{self.root} holds results of other inputs: {'; '.join(changed)}. "
+                    "Choose another --out folder (or remove this one)"
                 )
             return
         write_atomically(json.dumps(manifest, indent=2, sort_keys=True) + "\n", path)

@@ -278,8 +278,91 @@ def test_a_folder_of_another_plan_is_refused(tmp_path):
     plan = make_plan("prognostic", [20], initial=2, null=2)
     run_plan(plan, tmp_path, progress=False)
     other = plan.model_copy(update={"root_seed": 8})
-    with pytest.raises(StoreMismatch, match="holds results of a different plan"):
+    with pytest.raises(StoreMismatch, match="holds results of other inputs: the plan or design"):
         run_plan(other, tmp_path, progress=False)
+
+
+def test_a_folder_is_refused_after_its_cohort_configuration_was_edited(tmp_path):
+    """The result hash covers the configuration's contents, not its path: edited between two
+    runs into one folder, the second run is refused, naming what changed, and writes nothing."""
+    from simulations.cohort import DEFAULT_CONFIG
+
+    config = tmp_path / "cohort.toml"
+    config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    plan = make_plan(
+        "cross_sectional",
+        [8],
+        initial=2,
+        null=0,
+        effect={"kappa": 0.4, "cohort_config": str(config)},
+        analysis={"mixed_model": False, "bayesian": {"enabled": False}},
+    )
+    out = tmp_path / "out"
+    run_plan(plan, out, progress=False)
+    before = sorted(p.name for p in out.rglob("*"))
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("value = 1.5", "value = 1.2"), encoding="utf-8"
+    )
+    more = plan.model_copy(update={"replicates": plan.replicates.model_copy(update={"initial": 4})})
+    with pytest.raises(StoreMismatch) as refused:
+        run_plan(more, out, progress=False)
+    assert str(refused.value) == (
+        f"{out} holds results of other inputs: the cohort configuration file's contents "
+        "changed. Choose another --out folder (or remove this one)"
+    )
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_the_code_digest_changes_with_any_source_file(tmp_path):
+    import shutil
+
+    from simulations.power import CODE_PACKAGES, SOURCE_ROOT, code_digest
+
+    for package in CODE_PACKAGES:
+        shutil.copytree(
+            SOURCE_ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    assert code_digest(tmp_path) == code_digest(SOURCE_ROOT)
+    source = tmp_path / "simulations" / "analyses.py"
+    source.write_text(source.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    assert code_digest(tmp_path) != code_digest(SOURCE_ROOT)
+
+
+def test_a_trial_that_cannot_be_drawn_is_a_failed_row_of_every_analysis(tmp_path, monkeypatch):
+    """A generator that raises on one replicate: the run goes on, and that replicate is stored
+    with every analysis it would have had as an error, counted in the power table."""
+    plan = make_plan(
+        "cross_sectional",
+        [8],
+        initial=4,
+        null=0,
+        effect={"kappa": 0.4},
+        analysis={"bayesian": {"enabled": True, "replicates": 0}},
+    )
+    bad_seed = replicate_seeds(plan.root_seed, plan.result_hash(), "alternative", 8, 2).data
+    draw = TrialGenerator.draw
+
+    def flaky(self, seed):
+        if seed == bad_seed:
+            raise FloatingPointError("rate not finite")
+        return draw(self, seed)
+
+    monkeypatch.setattr(TrialGenerator, "draw", flaky)
+    outputs = run_plan(plan, tmp_path, progress=False)
+    records = outputs.records
+    failed = records[records["replicate"] == 2]
+    assert set(failed["status"]) == {"error"}
+    assert set(failed["error_message"]) == {"drawing the trial failed: rate not finite"}
+    assert set(failed["error_type"]) == {"FloatingPointError"}
+    fine = records[records["replicate"] == 0]
+    planned = {(r.endpoint, r.analysis) for r in failed.itertuples()}
+    assert planned == {(r.endpoint, r.analysis) for r in fine.itertuples()}
+    assert planned == {
+        ("ratio_fold_change_Th17_Treg", "mann_whitney"),
+        ("ratio_fold_change_Th17_Treg", "mixed_model"),
+    }
+    assert set(outputs.power["n_failed"]) == {1}
+    assert set(outputs.power["n_reps"]) == {4}
 
 
 # --- the engine: workers, Dask, resume ---------------------------------------------------
