@@ -45,7 +45,7 @@ MARKED_STATUSES = ("ok", "extrapolated")
 MCSE_MULTIPLIER = 1.96
 POWER_INPUT_COLUMNS = [
     *("design", "scenario", "endpoint", "analysis", "n"),
-    *("power_all", "mcse_all", "n_reps"),
+    *("power_all", "mcse_all", "ci_low_all", "ci_high_all", "n_reps"),
 ]
 N_COLS = 2
 Y_LABEL = "power (failures = no success)"
@@ -157,10 +157,13 @@ def draw_analysis(ax, rows: pd.DataFrame, colour: str, marked: pd.DataFrame) -> 
         Its sample-size row to mark (zero or one row).
     """
     n, power, mcse = rows["n"], rows["power_all"], rows["mcse_all"]
+    # +- 1.96 MCSE; at power 0 or 1 (no MCSE) the Wilson interval
+    low = np.where(mcse.notna(), power - MCSE_MULTIPLIER * mcse, rows["ci_low_all"])
+    high = np.where(mcse.notna(), power + MCSE_MULTIPLIER * mcse, rows["ci_high_all"])
     ax.fill_between(
         n,
-        np.clip(power - MCSE_MULTIPLIER * mcse, 0, 1),
-        np.clip(power + MCSE_MULTIPLIER * mcse, 0, 1),
+        np.clip(low, 0, 1),
+        np.clip(high, 0, 1),
         color=colour,
         alpha=0.18,
         linewidth=0,

@@ -235,7 +235,8 @@ def replicate_target(plan: Plan, cell: Cell, records: pd.DataFrame) -> int:
     """How many replicates a cell needs now (adaptive when the plan sets an MCSE target).
 
     With ``mcse_target`` the count grows to ``p(1 - p) / target^2`` for the worst power
-    estimate of the cell (failures counted as non-successes), rounded up to whole tasks and
+    estimate of the cell (failures counted as non-successes; ``p = (k + 0.5) / (m + 1)``, so
+    that 0 of 10 does not count as known exactly), rounded up to whole tasks and
     capped at ``replicates.max``. Bayesian rules capped by ``bayesian.replicates`` are left
     out: more replicates would not refit them.
     """
@@ -250,7 +251,9 @@ def replicate_target(plan: Plan, cell: Cell, records: pd.DataFrame) -> int:
     if plan.analysis.bayesian.replicates is not None:
         mine = mine[~mine["analysis"].str.startswith("bayes_")]
     success = mine["success"] & (mine["status"] == "ok")
-    share = success.groupby([mine["endpoint"], mine["analysis"]]).mean()
+    grouped = success.groupby([mine["endpoint"], mine["analysis"]])
+    # (k + 0.5) / (m + 1): at 0 or m successes of few replicates p(1 - p) is not 0
+    share = (grouped.sum() + 0.5) / (grouped.size() + 1)
     worst = float((share * (1 - share)).max()) if len(share) else 0.0
     needed = math.ceil(worst / counts.mcse_target**2)
     if needed <= done:

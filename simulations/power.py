@@ -161,9 +161,14 @@ def describe_run(outputs: PowerOutputs) -> list[str]:
     type_i = outputs.type_i.dropna(subset=["nominal_level"])
     for row in type_i.itertuples():
         flag = "OUTSIDE 3 MCSE" if pd.notna(row.within_3_mcse) and not row.within_3_mcse else "ok"
+        spread = (
+            f"+- {row.mcse:.3f}"
+            if pd.notna(row.mcse)
+            else f"(Wilson 95% [{row.ci_low:.3f}, {row.ci_high:.3f}])"
+        )
         lines.append(
             f"type-I error {row.endpoint} {row.analysis} n={row.n}: {row.rejection_rate:.3f} "
-            f"+- {row.mcse:.3f} (nominal {row.nominal_level:.3f}, {flag})"
+            f"{spread} (nominal {row.nominal_level:.3f}, {flag})"
         )
     for row in outputs.sample_size[outputs.sample_size["target_power"] == 0.8].itertuples():
         what = f"n = {row.n_required:.0f} [{row.n_low:.0f}, {row.n_high:.0f}]"

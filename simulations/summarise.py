@@ -42,6 +42,7 @@ POWER_COLUMNS = [
     "ci_low_all",
     "ci_high_all",
     "nominal_level",
+    "note",
 ]
 TYPE_I_COLUMNS = [
     "design",
@@ -56,6 +57,7 @@ TYPE_I_COLUMNS = [
     "n_reps",
     "n_failed",
     "within_3_mcse",
+    "note",
 ]
 SAMPLE_SIZE_COLUMNS = [
     *CURVE_KEYS,
@@ -210,7 +212,25 @@ def power_table(records: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
         **power_columns(table["successes"], converged, level=level, suffix=""),
         **power_columns(table["successes"], table["n_reps"], level=level, suffix="_all"),
     )
+    table["note"] = bound_notes(table)
     return table[POWER_COLUMNS].astype({"n_reps": int, "n_failed": int})
+
+
+def bound_notes(table: pd.DataFrame) -> list[str]:
+    """Where a power is 0 or 1 its MCSE is undefined (left blank, never 0): say so."""
+    notes = []
+    for row in table.itertuples():
+        at_bound = [
+            f"{name} = {value:g} ({int(row.successes)} of {int(trials)}; Wilson 95% "
+            f"[{low:.3f}, {high:.3f}])"
+            for name, value, trials, low, high in (
+                ("power", row.power, row.n_reps - row.n_failed, row.ci_low, row.ci_high),
+                ("power_all", row.power_all, row.n_reps, row.ci_low_all, row.ci_high_all),
+            )
+            if value in (0.0, 1.0)
+        ]
+        notes.append(f"no MCSE at 0 or 1: {'; '.join(at_bound)}" if at_bound else "")
+    return notes
 
 
 def power_columns(successes, trials, *, level: float, suffix: str) -> dict[str, np.ndarray]:
@@ -228,16 +248,18 @@ def power_columns(successes, trials, *, level: float, suffix: str) -> dict[str, 
     Returns
     -------
     dict of str to numpy.ndarray
-        The four columns; NaN where ``trials == 0``.
+        The four columns; NaN where ``trials == 0``, and the MCSE NaN (undefined, never
+        shown as 0) where the power is 0 or 1.
     """
     k = np.asarray(successes, dtype=float)
     m = np.asarray(trials, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(m > 0, k / m, np.nan)
     low, high = wilson_interval(k, m, level=level)
+    at_bound = (share == 0) | (share == 1)  # no Monte Carlo SE there: the Wilson interval
     return {
         f"power{suffix}": share,
-        f"mcse{suffix}": binomial_mcse(share, m),
+        f"mcse{suffix}": np.where(at_bound, np.nan, binomial_mcse(share, m)),
         f"ci_low{suffix}": low,
         f"ci_high{suffix}": high,
     }

@@ -719,4 +719,4 @@ def test_adaptive_replication_reaches_the_mcse_target_or_the_cap(tmp_path):
     assert (power["n_reps"] > 10).any(), "some cell needed more than the initial replicates"
     for row in power.itertuples():
         assert row.n_reps % 10 == 0 and row.n_reps <= 80
-        assert row.mcse_all <= 0.06 or row.n_reps == 80, row
+        assert row.mcse_all <= 0.06 or row.n_reps == 80 or pd.isna(row.mcse_all), row

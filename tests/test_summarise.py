@@ -134,7 +134,13 @@ def test_power_table_counts_failures_both_ways(small_records):
 def test_power_table_edge_groups(small_records):
     table = power_table(small_records).set_index(["scenario", "analysis", "n"])
     perfect = table.loc[("alternative", "wilcoxon", 20)]
-    assert (perfect["power"], perfect["mcse"], perfect["n_failed"]) == (1.0, 0.0, 0)
+    assert (perfect["power"], perfect["n_failed"]) == (1.0, 0)
+    assert np.isnan(perfect["mcse"])  # never shown as 0: the Wilson interval instead
+    low, high = wilson_interval(perfect["n_reps"], perfect["n_reps"])
+    assert perfect["note"] == (
+        f"no MCSE at 0 or 1: power = 1 (4 of 4; Wilson 95% [{low:.3f}, {high:.3f}]); "
+        f"power_all = 1 (4 of 4; Wilson 95% [{low:.3f}, {high:.3f}])"
+    )
     all_failed = table.loc[("alternative", "mann_whitney", 20)]
     assert np.isnan(all_failed["power"]) and np.isnan(all_failed["ci_low"])
     assert (all_failed["power_all"], all_failed["n_failed"], all_failed["n_reps"]) == (0.0, 3, 3)
