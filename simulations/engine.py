@@ -35,7 +35,7 @@ from simulations.cohort import cohort_csv_text, write_atomically
 from simulations.plan import Plan
 from simulations.seeds import replicate_seeds
 from simulations.store import Store
-from simulations.trials import Cell, DesignPrior, TrialGenerator
+from simulations.trials import Cell, DesignPrior, TrialGenerator, is_null, plan_scenarios
 from simulations.workers import worker_pool
 
 #: Columns that identify a record's replicate, ahead of the analysis columns.
@@ -75,9 +75,10 @@ class TaskOutcome:
     failed: int
 
 
-def plan_cells(plan: Plan) -> list[Cell]:
-    """Every cell: the alternative and (unless ``replicates.null`` is 0) the null at each n."""
-    scenarios = ("alternative", "null") if plan.replicates.null else ("alternative",)
+def plan_cells(plan: Plan, *, design_prior: bool = False) -> list[Cell]:
+    """Every cell: each of the plan's scenarios (``simulations.trials.plan_scenarios``: the
+    alternative and, unless ``replicates.null`` is 0, its question's nulls) at each n."""
+    scenarios = plan_scenarios(plan, design_prior=design_prior)
     return [Cell(scenario, n) for scenario in scenarios for n in plan.trial.n]
 
 
@@ -241,7 +242,7 @@ def replicate_target(plan: Plan, cell: Cell, records: pd.DataFrame) -> int:
     out: more replicates would not refit them.
     """
     counts = plan.replicates
-    base = counts.null if cell.scenario == "null" else counts.initial
+    base = counts.null if is_null(cell.scenario) else counts.initial
     if counts.mcse_target is None or records.empty:
         return base
     mine = records[records["cell_id"] == cell.cell_id]
@@ -262,10 +263,12 @@ def replicate_target(plan: Plan, cell: Cell, records: pd.DataFrame) -> int:
     return min(counts.max, max(whole_tasks, done))
 
 
-def pending_tasks(plan: Plan, store: Store, records: pd.DataFrame) -> list[Task]:
+def pending_tasks(
+    plan: Plan, store: Store, records: pd.DataFrame, *, design_prior: bool = False
+) -> list[Task]:
     """Tasks for every replicate that a cell needs and the store lacks."""
     tasks = []
-    for cell in plan_cells(plan):
+    for cell in plan_cells(plan, design_prior=design_prior):
         done = store.done(cell.cell_id)
         missing = [r for r in range(replicate_target(plan, cell, records)) if r not in done]
         for start in range(0, len(missing), plan.replicates.per_task):
@@ -303,7 +306,8 @@ def run_rounds(
     store = Store(context.out, context.result_hash)
     records = store.records()
     round_number = 0
-    while tasks := pending_tasks(context.plan, store, records):
+    prior = context.design_prior is not None
+    while tasks := pending_tasks(context.plan, store, records, design_prior=prior):
         round_number += 1
         total = sum(len(task.replicates) for task in tasks)
         failed = 0

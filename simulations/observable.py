@@ -30,12 +30,19 @@ from models.priors import SATURATION_FLOOR, SATURATION_SPAN
 from models.saturation import HERMITE_NODES, HERMITE_WEIGHTS
 from models.schema import NAIVE_GROUP, TREATED_GROUP
 from simulations.plan import Plan
-from simulations.trials import Cell, cohort_config, design_rows, kappa_variant, plan_parameters
+from simulations.trials import (
+    Cell,
+    cohort_config,
+    design_rows,
+    kappa_variant,
+    plan_parameters,
+    plan_scenarios,
+)
 
 
 def observable_effect(plan: Plan) -> dict[str, dict]:
     """Each scenario's effect on the observable scale (module docstring), keyed by scenario."""
-    scenarios = ("alternative", "null") if plan.replicates.null else ("alternative",)
+    scenarios = plan_scenarios(plan)
     return {
         scenario: scenario_effect(plan, Cell(scenario, plan.trial.n[0])) for scenario in scenarios
     }
@@ -47,7 +54,9 @@ def scenario_effect(plan: Plan, cell: Cell) -> dict:
     values = plan_parameters(plan, cell)
     template = design_rows(plan, cell.n, np.random.default_rng(0))
     cohort = Cohort.from_frame(template, spec, source="design")
-    model = exacerbation.build_model(cohort, observed=False, kappa=kappa_variant(plan))
+    model = exacerbation.build_model(
+        cohort, observed=False, kappa=kappa_variant(plan, cell.scenario)
+    )
     pct = 100 * pm.do(model, values)["pct_pos"].eval()
     groups, subsets = list(model.coords["group"]), list(spec.subsets)
     present = set(template["group"])

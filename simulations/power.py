@@ -167,7 +167,8 @@ def describe_run(outputs: PowerOutputs) -> list[str]:
             else f"(Wilson 95% [{row.ci_low:.3f}, {row.ci_high:.3f}])"
         )
         lines.append(
-            f"type-I error {row.endpoint} {row.analysis} n={row.n}: {row.rejection_rate:.3f} "
+            f"type-I error ({row.scenario}) {row.endpoint} {row.analysis} n={row.n}: "
+            f"{row.rejection_rate:.3f} "
             f"{spread} (nominal {row.nominal_level:.3f}, {flag})"
         )
     for row in outputs.sample_size[outputs.sample_size["target_power"] == 0.8].itertuples():

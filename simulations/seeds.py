@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCENARIO_CODES = {"alternative": 0, "null": 1}
+SCENARIO_CODES = {"alternative": 0, "null": 1, "null_ratio": 2}
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ POWER_COLUMNS = [
 ]
 TYPE_I_COLUMNS = [
     "design",
+    "scenario",
     "endpoint",
     "analysis",
     "n",
@@ -286,7 +287,8 @@ def type_i_table(power: pd.DataFrame) -> pd.DataFrame:
         type-I error, or no analysis converged). The MCSE is that of a test of exactly
         nominal size, ``sqrt(nominal (1 - nominal) / m)``.
     """
-    null = power.loc[power["scenario"].eq("null")].rename(columns={"power": "rejection_rate"})
+    is_null = power["scenario"].astype(str).str.startswith("null")
+    null = power.loc[is_null].rename(columns={"power": "rejection_rate"})
     gap = (null["rejection_rate"] - null["nominal_level"]).abs()
     # The MCSE under the null hypothesis (rate = nominal), not the estimated one, which is 0
     # when no replicate rejected.

@@ -17,9 +17,13 @@ Designs (``n`` is always the number of natalizumab-treated patients):
 
 Scenarios by the plan's question:
 
-- ``biomarker``: the alternative is the plan's shared ``kappa``; the null ``kappa = 0`` and so
-  no probit shift (natalizumab leaves detectable CD49d unchanged, so every ratio fold change is
-  1 and every differential reduction 0);
+- ``biomarker``: the alternative is the plan's shared ``kappa``. Two nulls: ``null``,
+  ``kappa = 0`` and so no probit shift (natalizumab leaves detectable CD49d unchanged, so every
+  ratio fold change is 1), and ``null_ratio``, "the drug acts, the ratio does not move": the
+  plan's ``kappa`` in the effector subset of its first endpoint, and Treg's (then the other
+  effector's) kappa solved so that every population CD49d ratio fold change is exactly 1
+  (``ratio_null_kappas``; trials from the per-subset-kappa model). Not run with a design prior
+  (its kappa would need solving per draw), nor when ``kappa`` is 0;
 - ``mechanism``: trials come from the per-subset-kappa model (``kappa="per_subset"``, one
   common sigma). The alternative is ``effect.kappa_by_subset`` (a subset it leaves out takes
   ``effect.kappa``); the null is ``effect.kappa`` in every subset: natalizumab acts, alike on
@@ -41,11 +45,20 @@ import xarray as xr
 from pymc.pytensorf import compile as compile_function
 from pymc.pytensorf import reseed_rngs
 from pytensor.tensor.random.variable import RandomGeneratorSharedVariable
+from scipy import optimize
 from scipy.special import logit
 
 from models import exacerbation
 from models.data import Cohort
-from simulations.cohort import CohortConfig, design_frame, fixed_parameters, load_config
+from models.schema import NAIVE_GROUP, TREATED_GROUP
+from simulations.analyses import endpoint_subset
+from simulations.cohort import (
+    CohortConfig,
+    design_frame,
+    fixed_parameters,
+    load_config,
+    natural_to_model,
+)
 from simulations.cohort import outcome_frame as cohort_outcome_frame
 from simulations.plan import Plan
 
@@ -111,6 +124,8 @@ def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
         natural["kappa"] = effect.kappa
     if plan.question == "mechanism":
         natural["kappa"] = subset_kappas(plan, config, cell.scenario)
+    if cell.scenario == "null_ratio":
+        natural["kappa"] = ratio_null_kappas_cached(plan)
     if effect.saturation_mean is not None:
         natural["saturation_mean"] = effect.saturation_mean
     values = fixed_parameters(replace(config, parameters=natural))
@@ -119,6 +134,16 @@ def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
     values["exacerbation_intercept"] = float(logit(plan.trial.event_probability))
     values = {name: np.asarray(value, dtype=float) for name, value in values.items()}
     return null_effect(plan, values) if cell.scenario == "null" else values
+
+
+_RATIO_NULLS: dict[str, list[float]] = {}
+
+
+def ratio_null_kappas_cached(plan: Plan) -> list[float]:
+    key = plan.result_hash()
+    if key not in _RATIO_NULLS:
+        _RATIO_NULLS[key] = ratio_null_kappas(plan)
+    return _RATIO_NULLS[key]
 
 
 def subset_kappas(plan: Plan, config: CohortConfig, scenario: str) -> list[float]:
@@ -136,9 +161,104 @@ def subset_kappas(plan: Plan, config: CohortConfig, scenario: str) -> list[float
     return [float(alternative.get(subset, shared)) for subset in config.spec.subsets]
 
 
-def kappa_variant(plan: Plan) -> str:
-    """The generating model's kappa: one per subset for the mechanism question."""
-    return "per_subset" if plan.question == "mechanism" else "shared"
+def plan_scenarios(plan: Plan, *, design_prior: bool = False) -> tuple[str, ...]:
+    """The plan's scenarios: the alternative and its question's nulls (module docstring)."""
+    if not plan.replicates.null:
+        return ("alternative",)
+    ratio_null = plan.question == "biomarker" and not design_prior and shared_kappa(plan) > 0
+    return ("alternative", "null", "null_ratio") if ratio_null else ("alternative", "null")
+
+
+def is_null(scenario: str) -> bool:
+    return scenario.startswith("null")
+
+
+def shared_kappa(plan: Plan) -> float:
+    kappa = plan.effect.kappa
+    return float(cohort_config(plan).parameters["kappa"] if kappa is None else kappa)
+
+
+def kappa_variant(plan: Plan, scenario: str = "alternative") -> str:
+    """The generating model's kappa: one per subset for the mechanism question and the
+    biomarker question's ``null_ratio``."""
+    per_subset = plan.question == "mechanism" or scenario == "null_ratio"
+    return "per_subset" if per_subset else "shared"
+
+
+def ratio_null_kappas(plan: Plan) -> list[float]:
+    """Kappa per subset (config order) under which natalizumab acts and no CD49d ratio moves.
+
+    The effector subset of the plan's first endpoint keeps the plan's ``kappa``; Treg's kappa
+    is solved (Brent) so that that subset's population ratio fold change (the model's
+    ``pct_pos``, treated over naive) is 1, then each other effector's so that its ratio's is 1.
+
+    Raises
+    ------
+    ValueError
+        If no kappa in (0, 1) makes a fold change 1.
+    """
+    config = cohort_config(plan)
+    subsets = list(config.spec.subsets)
+    reference = subsets.index(config.spec.reference_subset)
+    anchor = subsets.index(endpoint_subset(plan.trial.endpoints[0]))
+    fold_change = PopulationRates(plan).fold_change
+    kappas = [shared_kappa(plan)] * len(subsets)
+
+    def solve(index: int, target: int) -> float:
+        def gap(value: float) -> float:
+            trial = list(kappas)
+            trial[index] = value
+            return fold_change(trial)[target] - 1.0
+
+        low, high = 1e-6, 1 - 1e-6
+        if gap(low) * gap(high) > 0:
+            raise ValueError(
+                f"no kappa of {subsets[index]} in (0, 1) makes the {subsets[target]}/"
+                f"{subsets[reference]} fold change 1"
+            )
+        return float(optimize.brentq(gap, low, high, xtol=1e-10))
+
+    kappas[reference] = solve(reference, anchor)
+    for index in range(len(subsets)):
+        if index not in (reference, anchor):
+            kappas[index] = solve(index, index)
+    return kappas
+
+
+class PopulationRates:
+    """The model's population-average positive rates for a kappa per subset (compiled once)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.config = cohort_config(plan)
+        template = design_rows(plan, plan.trial.n[0], np.random.default_rng(0))
+        cohort = Cohort.from_frame(template, self.config.spec, source="design")
+        model = exacerbation.build_model(cohort, observed=False, kappa="per_subset")
+        self.base = plan_parameters(plan, Cell("alternative", plan.trial.n[0]))
+        self.subsets = list(self.config.spec.subsets)
+        self.base["kappa"] = np.full(len(self.subsets), float(np.ravel(self.base["kappa"])[0]))
+        self.shared = {k: pytensor.shared(np.asarray(v, dtype=float)) for k, v in self.base.items()}
+        groups = list(model.coords["group"])
+        pct = pm.do(model, self.shared)["pct_pos"]
+        self.rows = [groups.index(NAIVE_GROUP), groups.index(TREATED_GROUP)]
+        self.function = compile_function(inputs=[], outputs=pct)
+
+    def fold_change(self, kappas: list[float]) -> np.ndarray:
+        """Per subset: its CD49d ratio to the reference, treated over naive (1 at the reference)."""
+        p = self.config.parameters
+        values = natural_to_model(
+            sigma=float(p["sigma"]),
+            kappa=np.asarray(kappas, dtype=float),
+            saturation_mean=float(self.plan.effect.saturation_mean or p["saturation_mean"]),
+            saturation_sd=float(p["saturation_sd"]),
+            reference=self.subsets.index(self.config.spec.reference_subset),
+        )
+        for name, value in values.items():
+            self.shared[name].set_value(np.asarray(value, dtype=float))
+        pct = self.function()
+        naive, treated = pct[self.rows[0]], pct[self.rows[1]]
+        reference = self.subsets.index(self.config.spec.reference_subset)
+        return (treated / treated[reference]) / (naive / naive[reference])
 
 
 def null_effect(plan: Plan, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -185,7 +305,9 @@ class TrialGenerator:
         self.plan, self.cell, self.design_prior = plan, cell, design_prior
         self.template = design_rows(plan, cell.n, np.random.default_rng(0))
         cohort = Cohort.from_frame(self.template, cohort_config(plan).spec, source="design")
-        model = exacerbation.build_model(cohort, observed=False, kappa=kappa_variant(plan))
+        model = exacerbation.build_model(
+            cohort, observed=False, kappa=kappa_variant(plan, cell.scenario)
+        )
         self.treated = model.coords["treated_subject"]
         self.base = plan_parameters(plan, cell)
         self.shared = {name: pytensor.shared(value, name=name) for name, value in self.base.items()}

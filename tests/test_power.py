@@ -384,7 +384,7 @@ def test_results_identical_with_one_and_two_workers_and_on_dask(tmp_path):
         dask = run_plan(
             plan, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False
         )
-    assert len(serial) == 4 * 12 * 2  # cells x replicates x analyses
+    assert len(serial) == 6 * 12 * 2  # cells (2 n x 3 scenarios) x replicates x analyses
     pd.testing.assert_frame_equal(comparable(serial), comparable(two))
     pd.testing.assert_frame_equal(comparable(serial), comparable(dask.records))
 
@@ -492,7 +492,7 @@ def test_saved_cross_sectional_trial_reanalysed_with_scipy_and_statsmodels(run_c
             t_p = stats.t.sf(fit.tvalues["eff:trt"], df=df)  # one-sided: greater
             assert mixed["p_value"] == pytest.approx(t_p, rel=1e-3, abs=1e-6)
     bayes = pd.read_parquet(out / "records.parquet").query("analysis == 'bayes_direction'")
-    assert len(bayes) == 2  # one refit per cell, as the plan asks
+    assert len(bayes) == 3  # one refit per cell (3 scenarios), as the plan asks
     assert set(bayes["status"]) <= {"ok", "not_converged", "error"}
     ok = bayes[bayes["status"] == "ok"]
     assert ok["posterior_prob"].between(0, 1).all()
@@ -542,15 +542,23 @@ def test_saved_paired_and_prognostic_trials_reanalysed_independently(tmp_path):
 
 
 def null_rejections(
-    design: str, n: int, reps: int, *, mixed: bool, question: str | None = None
+    design: str,
+    n: int,
+    reps: int,
+    *,
+    mixed: bool,
+    question: str | None = None,
+    scenario: str = "null",
 ) -> pd.DataFrame:
     """Frequentist analyses of ``reps`` null trials drawn by the package's generator."""
     extra = {"question": question} if question else {}
+    if scenario == "null_ratio":
+        extra["effect"] = {"kappa": 0.4}
     plan = make_plan(design, [n], initial=1, null=reps, **extra)
-    generator = TrialGenerator(plan, Cell("null", n))
+    generator = TrialGenerator(plan, Cell(scenario, n))
     rows = []
     for rep in range(reps):
-        seeds = replicate_seeds(plan.root_seed, plan.result_hash(), "null", n, rep)
+        seeds = replicate_seeds(plan.root_seed, plan.result_hash(), scenario, n, rep)
         rows += frequentist_rows(
             generator.draw(seeds.data),
             design=design,
@@ -576,6 +584,29 @@ def assert_calibrated(rows: pd.DataFrame, reps: int) -> None:
 )
 def test_type_i_error_of_the_study_tests_on_2000_null_replicates(design, n):
     assert_calibrated(null_rejections(design, n, 2000, mixed=False), 2000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("design", ["cross_sectional", "paired"])
+def test_type_i_error_where_the_drug_acts_and_the_ratio_does_not_move(design):
+    """The biomarker question's second null (kappa 0.4 in Th17, Treg's and Th1's solved so
+    that no population CD49d ratio moves): the study's rank test holds its level."""
+    assert_calibrated(null_rejections(design, 16, 2000, mixed=False, scenario="null_ratio"), 2000)
+
+
+def test_the_ratio_null_moves_every_rate_but_no_ratio():
+    from simulations.observable import observable_effect
+    from simulations.trials import plan_scenarios, ratio_null_kappas
+
+    plan = make_plan("cross_sectional", [8], initial=1, null=1, effect={"kappa": 0.4})
+    assert plan_scenarios(plan) == ("alternative", "null", "null_ratio")
+    assert plan_scenarios(plan, design_prior=True) == ("alternative", "null")
+    th1, th17, treg = ratio_null_kappas(plan)
+    assert th17 == 0.4 and 0 < treg < th17 < th1 < 1
+    stated = observable_effect(plan)["null_ratio"]
+    assert stated["ratio_fold_change"] == {"Th1/Treg": 1.0, "Th17/Treg": 1.0}
+    for subset in ("Th1", "Th17", "Treg"):
+        assert stated["pct_pos"]["MS_NTZ"][subset] < stated["pct_pos"]["MS_naive"][subset] - 0.5
 
 
 @pytest.mark.slow
