@@ -510,7 +510,7 @@ def power(
     from simulations.power import describe_run, run_plan
 
     try:
-        observable = observable_effect(plan)
+        observable = observable_effect(plan, design_prior=design_prior is not None)
         for line in effect_lines(observable):
             click.echo(line)
         if design_prior is not None:

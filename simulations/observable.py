@@ -40,9 +40,10 @@ from simulations.trials import (
 )
 
 
-def observable_effect(plan: Plan) -> dict[str, dict]:
-    """Each scenario's effect on the observable scale (module docstring), keyed by scenario."""
-    scenarios = plan_scenarios(plan)
+def observable_effect(plan: Plan, *, design_prior: bool = False) -> dict[str, dict]:
+    """Each scenario's effect on the observable scale (module docstring), keyed by scenario
+    (``design_prior``: the scenarios a run with a design prior has)."""
+    scenarios = plan_scenarios(plan, design_prior=design_prior)
     return {
         scenario: scenario_effect(plan, Cell(scenario, plan.trial.n[0])) for scenario in scenarios
     }

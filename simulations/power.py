@@ -80,7 +80,11 @@ def manifest(
     return {
         "plan": plan.model_dump(mode="json"),
         "inputs": input_digests(plan),
-        "observable_effect": observable if observable is not None else observable_effect(plan),
+        "observable_effect": (
+            observable
+            if observable is not None
+            else observable_effect(plan, design_prior=design_prior is not None)
+        ),
         "result_hash": result_hash,
         "design_prior": design_prior,
         "design_prior_sha256": file_digest(design_prior),
