@@ -4,7 +4,7 @@ Every endpoint is tested one-sided, in the direction the study reported or the q
 hypothesises: the CD49d ratio rises under natalizumab, Treg lose relatively more CD49d+ cells
 (``differential_reduction``), Treg lose more detectable CD49d per unit occupancy than the
 effector subset (``kappa_difference``), exacerbations rise with the ratio. Every test's
-``nominal_level`` is the plan's one-sided ``alpha`` (default 0.025: the same as a two-sided
+``nominal_level`` is the plan's ``one_sided_alpha`` (default 0.025: the same as a two-sided
 test at 0.05 that must also have the hypothesised sign, and as the Bayesian direction rule's
 ``1 - 0.975``), so that frequentist and Bayesian rows compare in one table. A significant
 result in the wrong direction is not a success. Rates are always computed from the counts, so

@@ -7,8 +7,8 @@ needs (``replicates.initial``, or ``replicates.null`` for the type-I-error run, 
 processes (``workers``) or on a Dask cluster (``scheduler``). Each task generates its
 replicates, runs the frequentist analyses on each, refits the Bayesian model to all of them at
 once (``models.batch``) and stores one record per replicate (``run_task``); a worker compiles a
-cell's generator once, and the Bayesian model once per design (``n``), which the alternative
-and the null scenario share.
+cell's generator once, and the Bayesian model once per design (``n``), which all of a plan's
+scenarios share. A trial that cannot be drawn is stored as a failed row of every analysis.
 
 Seeds come from ``simulations.seeds`` and depend only on (plan, cell, replicate), so a record is
 the same whichever worker made it, in whatever order, before or after a crash.

@@ -7,7 +7,7 @@ Outputs under ``--out`` (documented in README.md, "Planning a study"):
 - ``records.parquet``: every replicate's rows in one file (engine order, sorted);
 - ``power.csv``: power per (design, scenario, endpoint, analysis, n) with MCSE and Wilson
   interval, among converged analyses and with failures counted as non-successes (``*_all``);
-- ``type_i_error.csv``: the null scenario's rejection rates next to the nominal levels;
+- ``type_i_error.csv``: each null scenario's rejection rates next to the nominal levels;
 - ``sample_size.csv``: the n reaching 80% and 90% power, with an interval, from a monotone
   (probit in log n) fit of each power curve.
 """

@@ -1,7 +1,8 @@
 """Generate: simulated trials drawn from the package's own joint model (``models.exacerbation``).
 
 A cell of a plan is one design at one ``n`` under one scenario (``alternative``: the plan's
-effect; ``null``: no effect, the type-I-error run). For each cell the model is built once on
+effect; ``null`` and, for the biomarker question, ``null_ratio``: the question's nulls, below,
+the type-I-error runs). For each cell the model is built once on
 the cell's design, its global parameters are replaced by shared variables (``pm.do``) and the
 forward sampler is compiled once; each replicate then sets the events per gate, the parameters
 (fixed, or one posterior draw of a design-prior fit for assurance) and the sampler's seed.
