@@ -45,7 +45,8 @@ SBC_FILES := $(foreach m,$(MODEL_NAMES),$(RESULTS)/sbc/$(m)/sbc_summary.csv)
 SBC_FULL_FILES := $(foreach m,$(MODEL_NAMES),$(RESULTS)/sbc_full/$(m)/sbc_summary.csv)
 
 reproduce: $(RESULTS)/frequentist/frequentist.csv $(FIT_FILES) $(RESULTS)/fits/loo_kappa.csv \
-	$(RESULTS)/crossval/kfold_compare.csv $(POWER_FILES) $(SBC_FILES) $(RESULTS)/validation.log
+	$(RESULTS)/crossval/kfold_compare.csv $(POWER_FILES) $(SBC_FILES) \
+	$(RESULTS)/sample_size_validation.csv $(RESULTS)/validation.log
 	@echo "Results written under $(RESULTS)/ (see README.md, 'Outputs')."
 
 ## reproduce-full: `make reproduce` plus SBC at full size (every model, $(SBC_FULL_DRAWS) replicates)
@@ -80,6 +81,10 @@ $(RESULTS)/crossval/kfold_compare.csv: $(COHORT) | $(STAMP)
 # README "Planning a study").
 $(RESULTS)/power/%/power.csv: simulations/plans/%.toml | $(STAMP)
 	$(BIN)/cd49d power $< --out $(RESULTS)/power/$* --workers 2 --replicates 100 --no-progress
+
+# The simulation study of the sample-size method (README "Sample size"): binomial draws, no fits.
+$(RESULTS)/sample_size_validation.csv: simulations/sample_size.py simulations/sample_size_validation.py | $(STAMP)
+	$(BIN)/python -m analysis.tab_sample_size_validation $@ --runs 2000
 
 # Long statistical checks (e.g. MixedLM type-I error on 2000 null trials per design).
 $(RESULTS)/validation.log: | $(STAMP)

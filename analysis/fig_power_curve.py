@@ -3,8 +3,8 @@
 Reads the power table and the sample-size table written from the simulation records (see
 ``simulations/summarise.py``); it never simulates. Power counts failed analyses as
 non-successes (``power_all``); the shaded band is +/- 1.96 Monte Carlo standard errors, the thin
-line the probit-on-log(n) curve that the sample-size table was read from, and the dashed
-vertical line the n reaching 80% power on that curve.
+line the monotone, interpolated curve that the sample-size table was read from
+(``simulations.sample_size``), and the dashed vertical line the n reaching 80% power on it.
 
 Usage: ``python -m analysis.fig_power_curve POWER_CSV SAMPLE_SIZE_CSV OUTPUT``
 """
@@ -26,7 +26,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator, ScalarFormatter
 
 from analysis.style import DPI, FIGURE_WIDTH_IN, PANEL_HEIGHT_IN
-from simulations.summarise import CurveNotEstimable, monotone_power_curve
+from simulations.sample_size import interpolated_curve
 
 ANALYSIS_COLOURS = {
     "mann_whitney": "#4C72B0",
@@ -41,7 +41,7 @@ ANALYSIS_COLOURS = {
 EXTRA_COLOURS = ("#8C8C8C", "#CCB974", "#64B5CD", "#222222")
 TARGET_POWERS = (0.8, 0.9)
 MARKED_TARGET = 0.8
-MARKED_STATUSES = ("ok", "extrapolated")
+MARKED_STATUSES = ("ok", "coarse_grid")
 MCSE_MULTIPLIER = 1.96
 POWER_INPUT_COLUMNS = [
     *("design", "scenario", "endpoint", "analysis", "n"),
@@ -100,12 +100,12 @@ def read_alternative_power(power_csv: Path) -> pd.DataFrame:
 
 
 def marked_sample_sizes(sample_size_csv: Path) -> pd.DataFrame:
-    """Rows of the sample-size table to mark: target 80%, status ok or extrapolated.
+    """Rows of the sample-size table to mark: target 80%, status ok or coarse_grid.
 
     Parameters
     ----------
     sample_size_csv : pathlib.Path
-        CSV written from :func:`simulations.summarise.sample_size_table`.
+        CSV written from :func:`simulations.sample_size.sample_size_table`.
 
     Returns
     -------
@@ -119,27 +119,23 @@ def marked_sample_sizes(sample_size_csv: Path) -> pd.DataFrame:
     return sizes.loc[is_marked, ["design", "endpoint", "analysis", "n_required", "status"]]
 
 
-def fitted_curve(rows: pd.DataFrame, n_span: tuple[float, float]):
-    """The probit-on-log(n) curve of one analysis, evaluated across ``n_span``.
+def fitted_curve(rows: pd.DataFrame):
+    """The monotone curve of one analysis, interpolated as the sample-size table reads it.
 
     Parameters
     ----------
     rows : pandas.DataFrame
-        Power-table rows of one analysis (columns ``n, power_all, n_reps``).
-    n_span : tuple of float
-        Smallest and largest n to draw.
+        Power-table rows of one analysis, sorted by n (columns ``n, power_all, n_reps``).
 
     Returns
     -------
     tuple of numpy.ndarray or None
-        ``(n, power)``, or None where the curve is not estimable.
+        ``(n, power)`` across the grid, or None for fewer than 2 grid points.
     """
-    try:
-        curve = monotone_power_curve(rows["n"], rows["power_all"] * rows["n_reps"], rows["n_reps"])
-    except CurveNotEstimable:
+    if len(rows) < 2:
         return None
-    n = np.geomspace(n_span[0], n_span[1], 200)
-    return n, curve.power(n)
+    trials = rows["n_reps"].to_numpy(dtype=float)
+    return interpolated_curve(rows["n"], np.rint(rows["power_all"] * trials), trials)
 
 
 def draw_analysis(ax, rows: pd.DataFrame, colour: str, marked: pd.DataFrame) -> None:
@@ -169,14 +165,12 @@ def draw_analysis(ax, rows: pd.DataFrame, colour: str, marked: pd.DataFrame) -> 
         linewidth=0,
     )
     ax.plot(n, power, color=colour, marker="o", markersize=3, linewidth=1)
-    n_marks = marked["n_required"].tolist()
-    span = (min([n.min(), *n_marks]), max([n.max(), *n_marks]))
-    curve = fitted_curve(rows, span)
+    curve = fitted_curve(rows)
     if curve is not None:
         ax.plot(*curve, color=colour, linewidth=0.6, alpha=0.9)
     for mark in marked.itertuples():
         ax.axvline(mark.n_required, color=colour, linestyle="--", linewidth=0.9)
-        label = f"{mark.n_required:.0f}" + ("*" if mark.status == "extrapolated" else "")
+        label = f"{mark.n_required:.0f}" + ("*" if mark.status == "coarse_grid" else "")
         ax.text(
             *(mark.n_required, 0.02, label),
             transform=ax.get_xaxis_transform(),
@@ -237,8 +231,8 @@ def legend_handles(colours: dict[str, str]) -> list:
     return [
         *per_analysis,
         Patch(color="0.5", alpha=0.3, label=f"±{MCSE_MULTIPLIER} MCSE"),
-        Line2D([], [], color="0.3", linewidth=0.6, label="probit fit on log(n)"),
-        Line2D([], [], color="0.3", linestyle="--", label="n for 80% power (* extrapolated)"),
+        Line2D([], [], color="0.3", linewidth=0.6, label="monotone, interpolated"),
+        Line2D([], [], color="0.3", linestyle="--", label="n for 80% power (* coarse grid)"),
         Line2D([], [], color="0.4", linestyle=":", label="80% and 90% power"),
     ]
 
@@ -251,7 +245,7 @@ def make(power_csv: Path, sample_size_csv: Path, output: Path) -> None:
     power_csv : pathlib.Path
         Power table CSV (:func:`simulations.summarise.power_table`).
     sample_size_csv : pathlib.Path
-        Sample-size table CSV (:func:`simulations.summarise.sample_size_table`).
+        Sample-size table CSV (:func:`simulations.sample_size.sample_size_table`).
     output : pathlib.Path
         Image path; its suffix (``.png``, ``.pdf``) sets the format. Parents are created.
 

@@ -41,8 +41,12 @@ evidence that natalizumab acts differently on Treg is the trap the mechanism que
   small).
 - ``bayes_*``: see ``simulations.bayes``.
 
-A result row: ``endpoint, analysis, nominal_level, estimate, p_value, posterior_prob, success,
-status, error_type, error_message``. ``status`` is ``ok`` or ``error``; an error is a result.
+A result row: ``endpoint, analysis, nominal_level, estimate, std_error, ci_low, ci_high,
+p_value, posterior_prob, success, status, error_type, error_message``. ``std_error`` and the
+95% interval ``[ci_low, ci_high]`` are the analysis's own (mixed model: Wald with the t
+reference above; logistic: Wald z; Bayesian: posterior SD and equal-tailed interval); the rank
+tests give none (their ``estimate`` is a difference of medians, reported for bias and
+empirical SE only). ``status`` is ``ok`` or ``error``; an error is a result.
 """
 
 from __future__ import annotations
@@ -58,6 +62,18 @@ from scipy import stats
 from models.schema import NAIVE_GROUP, TREATED_GROUP
 
 REFERENCE = "Treg"
+
+
+#: What each analysis's ``estimate`` targets, and the true value it is compared with in
+#: ``performance.csv`` (``simulations.observable.estimand_truths``).
+ESTIMATE_OF = {
+    "mann_whitney": "difference of the arms' median subject contrasts",
+    "wilcoxon": "median within-patient change of the subject contrast",
+    "mixed_model": "subset x natalizumab interaction, conditional on the patient, endpoint scale",
+    "logistic_lr": "log odds ratio per SD of the observed log ratio",
+    "logistic_wald": "log odds ratio per SD of the observed log ratio",
+    "bayes": "posterior mean of the population-averaged estimand",
+}
 
 
 def probit_rate(successes, trials):
@@ -102,6 +118,9 @@ def result_row(endpoint: str, analysis: str, nominal_level: float, **values) -> 
         "analysis": analysis,
         "nominal_level": nominal_level,
         "estimate": np.nan,
+        "std_error": np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
         "p_value": np.nan,
         "posterior_prob": np.nan,
         "success": False,
@@ -236,17 +255,29 @@ def logistic(dataset: pd.DataFrame, endpoint: str, *, alpha: float) -> list[dict
 
     def likelihood_ratio():
         result = fit()
-        return {"estimate": float(result.params[1]), "p_value": signed_lr_pvalue(result)}
+        return {**slope_interval(result), "p_value": signed_lr_pvalue(result)}
 
     def wald():
         result = fit()
         z_value = float(result.params[1] / result.bse[1])
-        return {"estimate": float(result.params[1]), "p_value": float(stats.norm.sf(z_value))}
+        return {**slope_interval(result), "p_value": float(stats.norm.sf(z_value))}
 
     return [
         guarded(endpoint, "logistic_lr", alpha, likelihood_ratio),
         guarded(endpoint, "logistic_wald", alpha, wald),
     ]
+
+
+def slope_interval(result) -> dict:
+    """A logistic regression's slope, its standard error and 95% Wald interval."""
+    estimate, error = float(result.params[1]), float(result.bse[1])
+    half = stats.norm.isf(0.025) * error
+    return {
+        "estimate": estimate,
+        "std_error": error,
+        "ci_low": estimate - half,
+        "ci_high": estimate + half,
+    }
 
 
 def signed_lr_pvalue(result) -> float:
@@ -286,8 +317,14 @@ def mixed_model(dataset: pd.DataFrame, endpoint: str, *, alpha: float, paired: b
         patients = rows["patient"].nunique()
         df = patients - 1 if paired else patients - 2
         t_value = float(result.tvalues["effector:treated"])
+        estimate = float(result.params["effector:treated"])
+        error = float(result.bse["effector:treated"])
+        half = stats.t.isf(0.025, df) * error
         return {
-            "estimate": float(result.params["effector:treated"]),
+            "estimate": estimate,
+            "std_error": error,
+            "ci_low": estimate - half,
+            "ci_high": estimate + half,
             "p_value": float(stats.t.sf(t_value, df)),
         }
 
@@ -321,7 +358,7 @@ def two_stage_logistic(dataset: pd.DataFrame, endpoint: str, *, alpha: float) ->
         result = sm.Logit(events, sm.add_constant(z)).fit(disp=0, maxiter=100)
         if not result.mle_retvals["converged"]:
             raise RuntimeError("logistic regression did not converge (separation?)")
-        return {"estimate": float(result.params[1]), "p_value": signed_lr_pvalue(result)}
+        return {**slope_interval(result), "p_value": signed_lr_pvalue(result)}
 
     return guarded(endpoint, "mixed_model", alpha, compute)
 

@@ -17,9 +17,11 @@ exacerbation log odds ratio), one result row each:
 
 - ``bayes_direction``: ``P(theta > 0) >= direction_threshold`` (default 0.975; its nominal
   one-sided level ``1 - threshold`` is reported for the null run);
-- ``bayes_rope``: ``P(theta > rope_half_width) >= rope_probability``: the effect lies beyond the
-  region of practical equivalence ``[-w, w]``, in the hypothesised direction;
-- ``bayes_precision``: the 95% equal-tailed interval is narrower than ``precision_width``.
+- ``bayes_rope``: ``P(theta > w) >= rope_probability``: the effect lies beyond the region of
+  practical equivalence ``[-w, w]``, in the hypothesised direction (``w``: the plan's
+  ``rope_half_width`` of the endpoint's family, on its scale);
+- ``bayes_precision``: the 95% equal-tailed interval is narrower than the endpoint family's
+  ``precision_width``.
 
 A fit that fails the diagnostics gate (after the retry at a higher target acceptance) gives rows
 with ``status = "not_converged"`` and the failing diagnostics as the message; an exception gives
@@ -79,9 +81,15 @@ def decision_rows(draws: np.ndarray, endpoint: str, rules: Bayesian) -> list[dic
     """One row per decision rule from an endpoint's posterior draws."""
     low, high = np.quantile(draws, [(1 - INTERVAL_PROB) / 2, (1 + INTERVAL_PROB) / 2])
     estimate = float(np.mean(draws))
+    summary = {
+        "estimate": estimate,
+        "std_error": float(np.std(draws, ddof=1)),
+        "ci_low": float(low),
+        "ci_high": float(high),
+    }
     outcomes = {
         "direction": (float(np.mean(draws > 0)), 1 - rules.direction_threshold),
-        "rope": (float(np.mean(draws > rules.rope_half_width)), np.nan),
+        "rope": (float(np.mean(draws > rules.rope_for(endpoint))), np.nan),
         "precision": (float(high - low), np.nan),
     }
     rows = []
@@ -90,7 +98,7 @@ def decision_rows(draws: np.ndarray, endpoint: str, rules: Bayesian) -> list[dic
         success = {
             "direction": value >= rules.direction_threshold,
             "rope": value >= rules.rope_probability,
-            "precision": value <= rules.precision_width,
+            "precision": value <= rules.precision_for(endpoint),
         }[rule]
         posterior_prob = value if rule != "precision" else np.nan
         rows.append(
@@ -98,7 +106,7 @@ def decision_rows(draws: np.ndarray, endpoint: str, rules: Bayesian) -> list[dic
                 endpoint,
                 f"bayes_{rule}",
                 nominal,
-                estimate=estimate,
+                **summary,
                 posterior_prob=posterior_prob,
                 success=bool(success),
             )

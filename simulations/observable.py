@@ -19,6 +19,7 @@ Every number is a property of the plan's assumptions, not a finding of any study
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pymc as pm
@@ -29,6 +30,7 @@ from models.data import Cohort
 from models.priors import SATURATION_FLOOR, SATURATION_SPAN
 from models.saturation import HERMITE_NODES, HERMITE_WEIGHTS
 from models.schema import NAIVE_GROUP, TREATED_GROUP
+from simulations.analyses import endpoint_subset
 from simulations.plan import Plan
 from simulations.trials import (
     Cell,
@@ -49,52 +51,128 @@ def observable_effect(plan: Plan, *, design_prior: bool = False) -> dict[str, di
     }
 
 
-def scenario_effect(plan: Plan, cell: Cell) -> dict:
-    config = cohort_config(plan)
-    spec = config.spec
+@dataclass(frozen=True)
+class Population:
+    """A scenario's population quantities, unrounded: % CD49d+ (group x subset), kappa and
+    mean probit shift per subset, and the parameter values that gave them."""
+
+    pct: np.ndarray
+    groups: list[str]
+    subsets: list[str]
+    present: set[str]
+    kappa: np.ndarray
+    shifts: dict[str, float]
+    values: dict
+
+    def pct_of(self, group: str, subset: str) -> float:
+        return float(self.pct[self.groups.index(group), self.subsets.index(subset)])
+
+    def ratio_fold_change(self, effector: str, reference: str) -> float:
+        """CD49d ratio (effector over reference) under natalizumab over that without."""
+        ratio = {
+            g: self.pct_of(g, effector) / self.pct_of(g, reference)
+            for g in (NAIVE_GROUP, TREATED_GROUP)
+        }
+        return ratio[TREATED_GROUP] / ratio[NAIVE_GROUP]
+
+    def reduction(self, subset: str) -> float:
+        return 1 - self.pct_of(TREATED_GROUP, subset) / self.pct_of(NAIVE_GROUP, subset)
+
+
+def population(plan: Plan, cell: Cell) -> Population:
+    """The population quantities of a cell's scenario, from the generating graph."""
+    spec = cohort_config(plan).spec
     values = plan_parameters(plan, cell)
     template = design_rows(plan, cell.n, np.random.default_rng(0))
     cohort = Cohort.from_frame(template, spec, source="design")
     model = exacerbation.build_model(
         cohort, observed=False, kappa=kappa_variant(plan, cell.scenario)
     )
-    pct = 100 * pm.do(model, values)["pct_pos"].eval()
-    groups, subsets = list(model.coords["group"]), list(spec.subsets)
-    present = set(template["group"])
-    arms = [g for g in (NAIVE_GROUP, TREATED_GROUP) if g in present]
-    effect: dict = {
-        "pct_pos": {
-            arm: {s: round(float(pct[groups.index(arm), i]), 2) for i, s in enumerate(subsets)}
-            for arm in arms
-        }
-    }
-    shifts = probit_shifts(values, subsets, spec.reference_subset)
+    subsets = list(spec.subsets)
     kappa = np.broadcast_to(np.asarray(values["kappa"], dtype=float), (len(subsets),))
-    effect["kappa"] = {s: round(float(k), 4) for s, k in zip(subsets, kappa, strict=True)}
-    effect["probit_shift"] = {s: round(v, 4) for s, v in shifts.items()}
+    return Population(
+        pct=100 * pm.do(model, values)["pct_pos"].eval(),
+        groups=list(model.coords["group"]),
+        subsets=subsets,
+        present=set(template["group"]),
+        kappa=kappa,
+        shifts=probit_shifts(values, subsets, spec.reference_subset),
+        values=values,
+    )
+
+
+def scenario_effect(plan: Plan, cell: Cell) -> dict:
+    spec = cohort_config(plan).spec
+    pop = population(plan, cell)
+    arms = [g for g in (NAIVE_GROUP, TREATED_GROUP) if g in pop.present]
+    effect: dict = {
+        "pct_pos": {arm: {s: round(pop.pct_of(arm, s), 2) for s in pop.subsets} for arm in arms}
+    }
+    effect["kappa"] = {s: round(float(k), 4) for s, k in zip(pop.subsets, pop.kappa, strict=True)}
+    effect["probit_shift"] = {s: round(v, 4) for s, v in pop.shifts.items()}
     reference = spec.reference_subset
     effectors = list(spec.effector_subsets)
     effect["probit_shift_difference"] = {
-        f"{e}-{reference}": round(shifts[e] - shifts[reference], 4) for e in effectors
+        f"{e}-{reference}": round(pop.shifts[e] - pop.shifts[reference], 4) for e in effectors
     }
     if plan.trial.design != "prognostic":
-        naive, treated = (pct[groups.index(g)] for g in (NAIVE_GROUP, TREATED_GROUP))
-        ref = subsets.index(reference)
         effect["ratio_fold_change"] = {
-            f"{e}/{reference}": round(
-                float(
-                    (treated[subsets.index(e)] / treated[ref])
-                    / (naive[subsets.index(e)] / naive[ref])
-                ),
-                4,
-            )
-            for e in effectors
+            f"{e}/{reference}": round(pop.ratio_fold_change(e, reference), 4) for e in effectors
         }
     else:
-        log_or = float(values["exacerbation_log_or"])
+        log_or = float(pop.values["exacerbation_log_or"])
         effect["exacerbation_odds_ratio_per_sd"] = round(math.exp(log_or), 3)
         effect["exacerbation_probability"] = round(plan.trial.event_probability, 3)
     return effect
+
+
+def estimand_truths(plan: Plan) -> list[dict]:
+    """True value of each endpoint's estimand per scenario, as each analysis family reads it.
+
+    ``ratio_fold_change_*``: log of the population-average ratio fold change (every analysis);
+    ``kappa_difference_*``: kappa_Treg - kappa_effector for the Bayesian model, and the
+    probit-shift difference (effector minus Treg, the scale the frequentist analyses estimate
+    on) for the others; ``differential_reduction_*``: reduction in Treg minus in the effector
+    subset; ``exacerbation_log_or``: the plan's log odds ratio per SD of the latent log ratio.
+    Rows: ``scenario, endpoint, family`` (``bayes`` or ``frequentist``), ``true_value``,
+    ``true_value_of``.
+    """
+    reference = cohort_config(plan).spec.reference_subset
+    rows = []
+    for scenario in plan_scenarios(plan):
+        pop = population(plan, Cell(scenario, plan.trial.n[0]))
+        for endpoint in plan.trial.endpoints:
+            for family in ("bayes", "frequentist"):
+                value, meaning = endpoint_truth(pop, endpoint, family, reference)
+                rows.append(
+                    {
+                        "scenario": scenario,
+                        "endpoint": endpoint,
+                        "family": family,
+                        "true_value": value,
+                        "true_value_of": meaning,
+                    }
+                )
+    return rows
+
+
+def endpoint_truth(pop: Population, endpoint: str, family: str, reference: str):
+    """``(true value, what it is)`` of one endpoint for one analysis family."""
+    if endpoint == "exacerbation_log_or":
+        return float(pop.values["exacerbation_log_or"]), "log odds ratio per SD, latent log ratio"
+    effector = endpoint_subset(endpoint)
+    if endpoint.startswith("ratio_fold_change_"):
+        return math.log(pop.ratio_fold_change(effector, reference)), (
+            "log population-average ratio fold change"
+        )
+    if endpoint.startswith("differential_reduction_"):
+        value = pop.reduction(reference) - pop.reduction(effector)
+        return value, "population-average reduction, Treg minus effector"
+    if family == "bayes":
+        kappa = dict(zip(pop.subsets, pop.kappa, strict=True))
+        return float(kappa[reference] - kappa[effector]), "kappa_Treg - kappa_effector"
+    difference = pop.shifts[effector] - pop.shifts[reference]
+    return difference, "mean probit shift, effector minus Treg"
 
 
 def probit_shifts(values: dict, subsets: list[str], reference: str) -> dict[str, float]:

@@ -38,7 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Design = Literal["cross_sectional", "paired", "prognostic"]
 Question = Literal["biomarker", "mechanism", "prognosis"]
@@ -148,7 +155,51 @@ class Replicates(Section):
         return self
 
 
+#: Endpoint families, each on its own scale (``simulations.bayes.endpoint_draws``).
+ENDPOINT_FAMILIES = (
+    "ratio_fold_change",
+    "differential_reduction",
+    "kappa_difference",
+    "exacerbation_log_or",
+)
+#: Default ROPE half-widths, per endpoint family on its scale (assumptions, to be set per study):
+#: log ratio fold change 0.1 (a ratio within about +-10%); difference of reductions 0.05 (five
+#: percentage points); kappa difference 0.05 (5% of the receptor signal per unit occupancy);
+#: log odds ratio per SD 0.2 (an odds ratio within about 0.82 to 1.22).
+DEFAULT_ROPE = {
+    "ratio_fold_change": 0.1,
+    "differential_reduction": 0.05,
+    "kappa_difference": 0.05,
+    "exacerbation_log_or": 0.2,
+}
+#: Default widths of the 95% interval for the precision rule, same scales (assumptions):
+#: half of the alternative's effect or a little more, so that the rule asks for an interval
+#: that would tell the alternative from no effect.
+DEFAULT_PRECISION = {
+    "ratio_fold_change": 0.5,
+    "differential_reduction": 0.2,
+    "kappa_difference": 0.3,
+    "exacerbation_log_or": 1.0,
+}
+EndpointFamily = Literal[
+    "ratio_fold_change", "differential_reduction", "kappa_difference", "exacerbation_log_or"
+]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
+def endpoint_family(endpoint: str) -> str:
+    """The family (``ENDPOINT_FAMILIES``) an endpoint belongs to."""
+    for family in ENDPOINT_FAMILIES:
+        if endpoint.startswith(family):
+            return family
+    raise ValueError(f"endpoint {endpoint!r} belongs to no family of {ENDPOINT_FAMILIES}")
+
+
 class Bayesian(Section):
+    """Bayesian analysis and decision rules. ``rope_half_width`` and ``precision_width`` are
+    tables keyed by endpoint family (``ENDPOINT_FAMILIES``), each on that endpoint's scale;
+    families left out keep ``DEFAULT_ROPE`` / ``DEFAULT_PRECISION``."""
+
     enabled: bool = True
     model: (
         Literal[
@@ -167,13 +218,37 @@ class Bayesian(Section):
         default=["direction"], min_length=1
     )
     direction_threshold: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.975
-    rope_half_width: Annotated[float, Field(gt=0.0)] = 0.1
+    rope_half_width: dict[EndpointFamily, PositiveFloat] = Field(
+        default_factory=lambda: dict(DEFAULT_ROPE)
+    )
     rope_probability: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
-    precision_width: Annotated[float, Field(gt=0.0)] = 0.5
+    precision_width: dict[EndpointFamily, PositiveFloat] = Field(
+        default_factory=lambda: dict(DEFAULT_PRECISION)
+    )
     chains: Annotated[int, Field(ge=2, le=16)] = 4
     draws: Annotated[int, Field(ge=100)] = 1000
     tune: Annotated[int, Field(ge=50)] | None = None
     target_accept: Annotated[float, Field(gt=0.5, lt=1.0)] | None = None
+
+    @field_validator("rope_half_width", "precision_width", mode="before")
+    @classmethod
+    def per_endpoint_family(cls, raw, info):
+        """A table keyed by endpoint family, completed with the defaults; one number for every
+        endpoint is refused (the endpoints' scales differ)."""
+        defaults = DEFAULT_ROPE if info.field_name == "rope_half_width" else DEFAULT_PRECISION
+        if not isinstance(raw, dict):
+            raise ValueError(
+                f"give {info.field_name} per endpoint family, on that endpoint's scale, e.g. "
+                f"{info.field_name} = {{ ratio_fold_change = {defaults['ratio_fold_change']} }} "
+                f"(families: {', '.join(ENDPOINT_FAMILIES)})"
+            )
+        return {**defaults, **raw}
+
+    def rope_for(self, endpoint: str) -> float:
+        return self.rope_half_width[endpoint_family(endpoint)]
+
+    def precision_for(self, endpoint: str) -> float:
+        return self.precision_width[endpoint_family(endpoint)]
 
 
 class Analysis(Section):

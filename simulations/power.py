@@ -8,8 +8,11 @@ Outputs under ``--out`` (documented in README.md, "Planning a study"):
 - ``power.csv``: power per (design, scenario, endpoint, analysis, n) with MCSE and Wilson
   interval, among converged analyses and with failures counted as non-successes (``*_all``);
 - ``type_i_error.csv``: each null scenario's rejection rates next to the nominal levels;
-- ``sample_size.csv``: the n reaching 80% and 90% power, with an interval, from a monotone
-  (probit in log n) fit of each power curve.
+- ``sample_size.csv``: the n reaching 80% and 90% power, with an interval, read off each power
+  curve by ``simulations.sample_size`` (validated in ``simulations.sample_size_validation``);
+- ``performance.csv``: bias, empirical SE, model SE and interval coverage of each analysis's
+  estimate against the scenario's true estimand value, with Monte Carlo SEs
+  (``simulations.summarise.performance_table``).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import pandas as pd
 
 from simulations.cohort import DEFAULT_CONFIG, write_atomically
 from simulations.engine import RunContext, run_rounds
-from simulations.observable import observable_effect
+from simulations.observable import estimand_truths, observable_effect
 from simulations.plan import Plan
+from simulations.sample_size import sample_size_table
 from simulations.store import Store
-from simulations.summarise import power_table, sample_size_table, type_i_table
+from simulations.summarise import performance_table, power_table, type_i_table
 from simulations.trials import DesignPrior
 
 
@@ -38,6 +42,7 @@ class PowerOutputs:
     power: pd.DataFrame
     type_i: pd.DataFrame
     sample_size: pd.DataFrame
+    performance: pd.DataFrame
 
 
 def file_digest(path: Path | str | None) -> str:
@@ -132,14 +137,28 @@ def run_plan(
     context = RunContext(plan, str(out), result_hash, prior, save_datasets)
     records = run_rounds(context, workers=workers, scheduler=scheduler, progress=progress)
     Store(out, result_hash).remove_temporaries()
-    outputs = summarise_records(records)
+    outputs = summarise_records(records, truths_for(plan, design_prior=prior is not None))
     write_outputs(outputs, Path(out))
     return outputs
 
 
-def summarise_records(records: pd.DataFrame) -> PowerOutputs:
+def truths_for(plan: Plan, *, design_prior: bool) -> pd.DataFrame:
+    """Each scenario's true estimand values (``estimand_truths``); none under a design prior,
+    whose parameters, and so the truth, vary by replicate."""
+    columns = ["scenario", "endpoint", "family", "true_value", "true_value_of"]
+    rows = [] if design_prior else estimand_truths(plan)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarise_records(records: pd.DataFrame, truths: pd.DataFrame) -> PowerOutputs:
     power = power_table(records)
-    return PowerOutputs(records, power, type_i_table(power), sample_size_table(power))
+    return PowerOutputs(
+        records,
+        power,
+        type_i_table(power),
+        sample_size_table(power),
+        performance_table(records, truths),
+    )
 
 
 def write_outputs(outputs: PowerOutputs, out: Path) -> None:
@@ -148,6 +167,7 @@ def write_outputs(outputs: PowerOutputs, out: Path) -> None:
         ("power.csv", outputs.power),
         ("type_i_error.csv", outputs.type_i),
         ("sample_size.csv", outputs.sample_size),
+        ("performance.csv", outputs.performance),
     ):
         write_atomically(table.to_csv(index=False, lineterminator="\n"), out / name)
 
@@ -176,10 +196,18 @@ def describe_run(outputs: PowerOutputs) -> list[str]:
             f"{spread} (nominal {row.nominal_level:.3f}, {flag})"
         )
     for row in outputs.sample_size[outputs.sample_size["target_power"] == 0.8].itertuples():
-        what = f"n = {row.n_required:.0f} [{row.n_low:.0f}, {row.n_high:.0f}]"
-        lines.append(
-            f"80% power {row.endpoint} {row.analysis}: "
-            + (what if row.status != "not_estimable" else "not estimable")
-            + (f" ({row.status})" if row.status != "ok" else "")
-        )
+        lines.append(f"80% power {row.endpoint} {row.analysis}: {sample_size_text(row)}")
     return lines
+
+
+def sample_size_text(row) -> str:
+    """``n = 18 [16, 20]`` for a sample-size row; an open end as ``< n_min`` or ``> n_max``."""
+    if row.status == "beyond_grid":
+        return f"not reached by n = {row.n_max_grid} (beyond the grid)"
+    if row.status == "not_estimable":
+        return "not estimable"
+    low = f"{row.n_low:.0f}" if pd.notna(row.n_low) else f"< {row.n_min_grid}"
+    high = f"{row.n_high:.0f}" if pd.notna(row.n_high) else f"> {row.n_max_grid}"
+    point = f"<= {row.n_required:.0f}" if row.status == "below_grid" else f"{row.n_required:.0f}"
+    status = "" if row.status == "ok" else f" ({row.status})"
+    return f"n = {point} [{low}, {high}]{status}"

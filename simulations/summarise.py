@@ -1,33 +1,21 @@
-"""Summarise simulated trial replicates: power, type-I error and the sample size for a target power.
+"""Summarise simulated trial replicates: power and type-I error, with Monte Carlo error.
 
 Pure functions of the replicate records the simulation engine stores (one row per replicate,
 endpoint and analysis); nothing here reads or writes files. Failed analyses (``status`` other
 than ``"ok"``) are never dropped silently: every table reports how many there were, and the
-``*_all`` power columns and the sample-size fit count them as non-successes.
-
-The sample-size curve is a binomial GLM with a probit link on log(n),
-``power(n) = Phi(intercept + slope * log(n))``, fitted to the replicate counts per n. The
-interval for the n that reaches a target power is where the pointwise confidence band of the
-linear predictor crosses the target (the Fieller interval for ``(probit(target) - a) / b``).
+``*_all`` power columns count them as non-successes. The n for a target power is read off the
+power table by ``simulations.sample_size``.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import stats
-from statsmodels.tools.sm_exceptions import (
-    ConvergenceWarning,
-    PerfectSeparationError,
-    PerfectSeparationWarning,
-)
+
+from simulations.analyses import ESTIMATE_OF
 
 GROUP_KEYS = ["design", "scenario", "endpoint", "analysis", "n"]
-CURVE_KEYS = ["design", "endpoint", "analysis"]
 RECORD_COLUMNS = [*GROUP_KEYS, "replicate", "success", "status", "nominal_level"]
 POWER_COLUMNS = [
     *GROUP_KEYS,
@@ -60,23 +48,8 @@ TYPE_I_COLUMNS = [
     "within_3_mcse",
     "note",
 ]
-SAMPLE_SIZE_COLUMNS = [
-    *CURVE_KEYS,
-    "target_power",
-    "n_required",
-    "n_low",
-    "n_high",
-    "n_min_grid",
-    "n_max_grid",
-    "status",
-    "note",
-]
 #: Half-width, in Monte Carlo standard errors, within which a rejection rate counts as nominal.
 TYPE_I_TOLERANCE_MCSE = 3.0
-
-
-class CurveNotEstimable(ValueError):
-    """The monotone power curve cannot be fitted to these counts; the message says why."""
 
 
 def wilson_interval(successes, trials, *, level: float = 0.95):
@@ -300,337 +273,128 @@ def type_i_table(power: pd.DataFrame) -> pd.DataFrame:
     return null.assign(within_3_mcse=within)[TYPE_I_COLUMNS].reset_index(drop=True)
 
 
-@dataclass(frozen=True)
-class PowerCurve:
-    """Fitted ``power(n) = Phi(intercept + slope * log(n))`` with the covariance of the two.
-
-    Attributes
-    ----------
-    intercept, slope : float
-        Probit-scale coefficients; ``slope > 0``.
-    covariance : numpy.ndarray
-        2 x 2 covariance of ``(intercept, slope)``.
-    """
-
-    intercept: float
-    slope: float
-    covariance: np.ndarray
-
-    def linear_predictor(self, n) -> tuple[np.ndarray, np.ndarray]:
-        """Probit-scale fit and its delta-method standard error.
-
-        Parameters
-        ----------
-        n : array_like
-            Numbers of treated patients, > 0.
-
-        Returns
-        -------
-        tuple of numpy.ndarray
-            ``(eta, se)``: ``intercept + slope * log(n)`` and its standard error.
-        """
-        x = np.log(np.asarray(n, dtype=float))
-        cov = self.covariance
-        variance = cov[0, 0] + 2 * cov[0, 1] * x + cov[1, 1] * x**2
-        return self.intercept + self.slope * x, np.sqrt(np.maximum(variance, 0))
-
-    def power(self, n) -> np.ndarray:
-        """Fitted power.
-
-        Parameters
-        ----------
-        n : array_like
-            Numbers of treated patients, > 0.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``Phi(intercept + slope * log(n))``.
-        """
-        return stats.norm.cdf(self.linear_predictor(n)[0])
-
-    def band(self, n, *, level: float) -> tuple[np.ndarray, np.ndarray]:
-        """Pointwise confidence band of the fitted power (Wald on the probit scale).
-
-        Parameters
-        ----------
-        n : array_like
-            Numbers of treated patients, > 0.
-        level : float
-            Two-sided confidence level.
-
-        Returns
-        -------
-        tuple of numpy.ndarray
-            ``(low, high)`` power at each n.
-        """
-        eta, se = self.linear_predictor(n)
-        crit = stats.norm.isf((1 - level) / 2)
-        return stats.norm.cdf(eta - crit * se), stats.norm.cdf(eta + crit * se)
-
-    def n_at(self, target: float) -> float:
-        """Real-valued n at which the fitted power equals ``target``.
-
-        Parameters
-        ----------
-        target : float
-            Target power in (0, 1).
-
-        Returns
-        -------
-        float
-            ``exp((probit(target) - intercept) / slope)``; inf if it overflows.
-        """
-        with np.errstate(over="ignore"):
-            return float(np.exp((stats.norm.ppf(target) - self.intercept) / self.slope))
-
-    def n_interval(self, target: float, *, level: float) -> tuple[float, float]:
-        """Real-valued n at which the upper and the lower band reach ``target``.
-
-        Parameters
-        ----------
-        target : float
-            Target power in (0, 1).
-        level : float
-            Two-sided level of the pointwise band.
-
-        Returns
-        -------
-        tuple of float
-            ``(n_low, n_high)``: the Fieller interval for the crossing, i.e. the n whose band
-            contains ``target``; ``(nan, nan)`` when that set is unbounded (the slope is not
-            distinguishable from 0 at ``level``).
-        """
-        crit2 = stats.norm.isf((1 - level) / 2) ** 2
-        gap = self.intercept - stats.norm.ppf(target)
-        cov = self.covariance
-        # (gap + slope x)^2 = crit^2 var(x), a quadratic in x = log(n); its roots bound the set.
-        quad = self.slope**2 - crit2 * cov[1, 1]
-        lin = 2 * (gap * self.slope - crit2 * cov[0, 1])
-        const = gap**2 - crit2 * cov[0, 0]
-        discriminant = lin**2 - 4 * quad * const
-        if quad <= 0 or discriminant < 0:
-            return float("nan"), float("nan")
-        roots = (-lin + np.array([-1.0, 1.0]) * np.sqrt(discriminant)) / (2 * quad)
-        with np.errstate(over="ignore"):
-            low, high = np.exp(roots)
-        return float(low), float(high)
+PERFORMANCE_COLUMNS = [
+    *GROUP_KEYS,
+    "n_reps",
+    "n_estimates",
+    "estimate_of",
+    "true_value",
+    "true_value_of",
+    "mean_estimate",
+    "bias",
+    "bias_mcse",
+    "empirical_se",
+    "empirical_se_mcse",
+    "model_se",
+    "model_se_mcse",
+    "coverage",
+    "coverage_mcse",
+    "coverage_ci_low",
+    "coverage_ci_high",
+    "note",
+]
+#: Every Bayesian rule of a replicate reports the same posterior: one ``bayes`` row stands for all.
+BAYES_ANALYSIS = "bayes"
 
 
-def is_separated(n, successes, trials) -> bool:
-    """Whether the counts are (quasi-)separated in n, so the probit MLE does not exist.
+def performance_table(records: pd.DataFrame, truths: pd.DataFrame) -> pd.DataFrame:
+    """Bias, empirical SE, model SE and 95% interval coverage per cell and analysis, with MCSEs.
+
+    Performance measures and their Monte Carlo SEs as in Morris, White & Crowther (2019,
+    Table 6): bias ``mean(est) - truth`` (MCSE ``sd(est)/sqrt(k)``), empirical SE ``sd(est)``
+    (MCSE ``EmpSE/sqrt(2(k - 1))``), model SE ``sqrt(mean(se^2))`` (MCSE
+    ``sqrt(var(se^2) / (4 k ModSE^2))``) and coverage of ``truth`` by ``[ci_low, ci_high]``
+    (binomial MCSE; at 0 or 1 none is given and ``note`` holds the Wilson interval). Only
+    analyses with ``status == "ok"`` and a finite estimate count (``n_estimates`` of
+    ``n_reps``); the Bayesian rules of one replicate share one posterior and are one
+    ``bayes`` row.
 
     Parameters
     ----------
-    n, successes, trials : array_like
-        Per-n grid value, success count and trial count.
-
-    Returns
-    -------
-    bool
-        True if every failure lies at or below every success in n, or every success at or
-        below every failure (this includes all-0 and all-1 power).
-    """
-    n = np.asarray(n, dtype=float)
-    k = np.asarray(successes, dtype=float)
-    m = np.asarray(trials, dtype=float)
-    with_success, with_failure = n[k > 0], n[k < m]
-    if with_success.size == 0 or with_failure.size == 0:
-        return True
-    rising = with_failure.max() <= with_success.min()
-    falling = with_success.max() <= with_failure.min()
-    return bool(rising or falling)
-
-
-def monotone_power_curve(n, successes, trials) -> PowerCurve:
-    """Fit ``power(n) = Phi(a + b log n)`` by a binomial GLM with probit link.
-
-    Parameters
-    ----------
-    n : array_like
-        Number of treated patients per simulated trial, one entry per grid point, > 0.
-    successes : array_like
-        Successes at each n (rounded to whole numbers).
-    trials : array_like
-        Replicates at each n, > 0.
-
-    Returns
-    -------
-    PowerCurve
-        The coefficients and their covariance, with methods to evaluate the curve and band.
-
-    Raises
-    ------
-    CurveNotEstimable
-        If there are fewer than 2 distinct n, the counts are separated in n (e.g. all-0 or
-        all-1 power), the fit fails or does not converge, or the slope is not positive.
-    """
-    n = np.asarray(n, dtype=float)
-    k = np.rint(np.asarray(successes, dtype=float))
-    m = np.asarray(trials, dtype=float)
-    if np.unique(n).size < 2:
-        raise CurveNotEstimable("fewer than 2 distinct n in the grid")
-    if is_separated(n, k, m):
-        raise CurveNotEstimable("power is 0 or 1 on either side of one n (separation)")
-    params, covariance = fit_probit_glm(np.log(n), k, m)
-    if not params[1] > 0:
-        raise CurveNotEstimable(f"fitted slope on log(n) is not positive ({params[1]:.3g})")
-    return PowerCurve(float(params[0]), float(params[1]), covariance)
-
-
-def fit_probit_glm(log_n, successes, trials) -> tuple[np.ndarray, np.ndarray]:
-    """Binomial GLM with probit link of successes on ``log_n``; coefficients and covariance.
-
-    Parameters
-    ----------
-    log_n, successes, trials : numpy.ndarray
-        Covariate, success counts and trial counts per grid point.
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        ``(params, covariance)``: ``[intercept, slope]`` and their 2 x 2 covariance.
-
-    Raises
-    ------
-    CurveNotEstimable
-        If statsmodels fails, warns of non-convergence, or returns non-finite values.
-    """
-    endog = np.column_stack([successes, trials - successes])
-    exog = sm.add_constant(log_n, has_constant="add")
-    family = sm.families.Binomial(link=sm.families.links.Probit())
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", ConvergenceWarning)
-            # Separation is ruled out exactly beforehand; statsmodels also raises this warning
-            # when the curve fits the observed shares perfectly, which is no reason to refuse.
-            warnings.simplefilter("ignore", PerfectSeparationWarning)
-            result = sm.GLM(endog, exog, family=family).fit()
-            params, covariance = np.asarray(result.params), np.asarray(result.cov_params())
-    except (
-        ValueError,
-        np.linalg.LinAlgError,
-        PerfectSeparationError,
-        ConvergenceWarning,
-    ) as err:
-        raise CurveNotEstimable(f"GLM fit failed: {type(err).__name__}: {err}") from err
-    if not (np.isfinite(params).all() and np.isfinite(covariance).all()):
-        raise CurveNotEstimable("GLM fit gave non-finite coefficients or covariance")
-    return params, covariance
-
-
-def sample_size_table(
-    power: pd.DataFrame, *, targets=(0.8, 0.9), level: float = 0.95
-) -> pd.DataFrame:
-    """The n reaching each target power, from a probit-on-log(n) curve per analysis.
-
-    Counts are taken the conservative way: successes ``power_all * n_reps`` out of
-    ``n_reps``, failed analyses counting as non-successes.
-
-    Parameters
-    ----------
-    power : pandas.DataFrame
-        Output of :func:`power_table` (or its CSV); only ``scenario == "alternative"`` rows are
-        used. Left unchanged.
-    targets : sequence of float, default (0.8, 0.9)
-        Target powers, each in (0, 1).
-    level : float, default 0.95
-        Level of the pointwise confidence band that gives ``n_low`` and ``n_high``.
+    records : pandas.DataFrame
+        Replicate records with ``estimate, std_error, ci_low, ci_high``.
+    truths : pandas.DataFrame
+        ``scenario, endpoint, family, true_value, true_value_of`` (``family``: ``bayes`` or
+        ``frequentist``; ``simulations.observable.estimand_truths``). Cells without a truth
+        get NaN bias and coverage.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``SAMPLE_SIZE_COLUMNS``, one row per (design, endpoint, analysis, target).
-        ``n_required``, ``n_low`` and ``n_high`` are the smallest whole n at which the fitted
-        curve, its upper band and its lower band reach the target (float columns, NaN when
-        not estimable). ``status`` is ``"ok"``, ``"extrapolated"`` (the fitted crossing lies
-        outside the simulated n grid) or ``"not_estimable"`` (fewer than 2 distinct n,
-        separation such as all-0 or all-1 power, a failed fit, a slope that is not positive,
-        or one not distinguishable from 0 at ``level`` so that the interval for n is
-        unbounded; ``note`` says which). Degenerate fits never raise.
+        Columns ``PERFORMANCE_COLUMNS``.
     """
-    alternative = power.loc[power["scenario"].eq("alternative") & power["n_reps"].gt(0)]
-    rows = []
-    for keys, group in alternative.groupby(CURVE_KEYS, sort=True):
-        group = group.sort_values("n")
-        rows += curve_rows(group, dict(zip(CURVE_KEYS, keys, strict=True)), targets, level)
-    return pd.DataFrame(rows, columns=SAMPLE_SIZE_COLUMNS)
-
-
-def curve_rows(group: pd.DataFrame, keys: dict, targets, level: float) -> list[dict]:
-    """Sample-size rows, one per target, for one (design, endpoint, analysis) power curve.
-
-    Parameters
-    ----------
-    group : pandas.DataFrame
-        Alternative-scenario power-table rows of one analysis, one per n.
-    keys : dict
-        The design, endpoint and analysis, copied into each row.
-    targets : sequence of float
-        Target powers.
-    level : float
-        Confidence level of the band.
-
-    Returns
-    -------
-    list of dict
-        One row per target with the ``SAMPLE_SIZE_COLUMNS`` keys.
-    """
-    n = group["n"].to_numpy(dtype=float)
-    trials = group["n_reps"].to_numpy(dtype=float)
-    grid = {**keys, "n_min_grid": int(n.min()), "n_max_grid": int(n.max())}
-    try:
-        curve = monotone_power_curve(n, group["power_all"].to_numpy() * trials, trials)
-    except CurveNotEstimable as err:
-        return [{**grid, **not_estimable_row(t, str(err))} for t in targets]
-    return [{**grid, **crossing(curve, t, level, n.min(), n.max())} for t in targets]
-
-
-def not_estimable_row(target: float, note: str) -> dict:
-    """A sample-size row for ``target`` that reports no n, with the reason in ``note``."""
-    blank = {"n_required": np.nan, "n_low": np.nan, "n_high": np.nan}
-    return {"target_power": target, **blank, "status": "not_estimable", "note": note}
-
-
-def crossing(curve: PowerCurve, target: float, level: float, n_min: float, n_max: float) -> dict:
-    """Where a fitted curve and its band reach ``target``, with status and note.
-
-    Parameters
-    ----------
-    curve : PowerCurve
-        The fitted curve.
-    target : float
-        Target power in (0, 1).
-    level : float
-        Confidence level of the band.
-    n_min, n_max : float
-        The simulated n grid's ends.
-
-    Returns
-    -------
-    dict
-        ``target_power, n_required, n_low, n_high, status, note``.
-    """
-    n_real = curve.n_at(target)
-    n_low, n_high = curve.n_interval(target, level=level)
-    if np.isnan(n_low) or not np.isfinite(n_real):
-        return not_estimable_row(
-            target,
-            f"slope on log(n) is not clearly positive: the {level:g} interval for n is "
-            f"unbounded (point estimate n={n_real:.5g})",
-        )
-    is_inside = n_min <= n_real <= n_max
-    note = (
-        ""
-        if is_inside
-        else f"fitted crossing at n={n_real:.5g} lies outside the simulated grid "
-        f"[{n_min:g}, {n_max:g}]; extrapolated from the probit curve"
+    check_records(records)
+    frame = one_bayes_row(records)
+    frame = frame.assign(
+        family=np.where(frame["analysis"].eq(BAYES_ANALYSIS), "bayes", "frequentist")
     )
+    keys = ["scenario", "endpoint", "family"]
+    frame = frame.merge(truths[[*keys, "true_value", "true_value_of"]], on=keys, how="left")
+    rows = []
+    for group_keys, group in frame.groupby(GROUP_KEYS, sort=True):
+        row = dict(zip(GROUP_KEYS, group_keys, strict=True))
+        row["estimate_of"] = ESTIMATE_OF.get(row["analysis"], "")
+        rows.append({**row, **cell_performance(group)})
+    return pd.DataFrame(rows, columns=PERFORMANCE_COLUMNS)
+
+
+def one_bayes_row(records: pd.DataFrame) -> pd.DataFrame:
+    """Records with every replicate's Bayesian rows reduced to its first, named ``bayes``."""
+    is_bayes = records["analysis"].str.startswith("bayes_")
+    bayes = records[is_bayes].drop_duplicates([*GROUP_KEYS[:2], "n", "endpoint", "replicate"])
+    return pd.concat([records[~is_bayes], bayes.assign(analysis=BAYES_ANALYSIS)], ignore_index=True)
+
+
+def cell_performance(group: pd.DataFrame) -> dict:
+    """The performance measures of one (cell, endpoint, analysis) group of records."""
+    usable = group[group["status"].eq("ok") & np.isfinite(group["estimate"])]
+    k = len(usable)
+    truth = float(group["true_value"].iloc[0])
+    estimate = usable["estimate"].to_numpy(dtype=float)
+    notes = []
+    out = {
+        "n_reps": group["replicate"].nunique(),
+        "n_estimates": k,
+        "true_value": truth,
+        "true_value_of": group["true_value_of"].iloc[0],
+        "mean_estimate": estimate.mean() if k else np.nan,
+    }
+    enough = k >= 2
+    spread = estimate.std(ddof=1) if enough else np.nan
+    out["bias"] = out["mean_estimate"] - truth
+    out["bias_mcse"] = spread / np.sqrt(k) if enough else np.nan
+    out["empirical_se"] = spread
+    out["empirical_se_mcse"] = spread / np.sqrt(2 * (k - 1)) if enough else np.nan
+    variance = usable["std_error"].to_numpy(dtype=float) ** 2
+    if enough and np.isfinite(variance).all():
+        model_se = np.sqrt(variance.mean())
+        out["model_se"] = model_se
+        out["model_se_mcse"] = np.sqrt(variance.var(ddof=1) / (4 * k * model_se**2))
+        covered = (usable["ci_low"] <= truth) & (truth <= usable["ci_high"])
+        out.update(coverage_columns(int(covered.sum()), k, notes))
+    else:
+        out.update(dict.fromkeys(["model_se", "model_se_mcse"], np.nan))
+        out.update(dict.fromkeys(["coverage", "coverage_mcse"], np.nan))
+        out.update(dict.fromkeys(["coverage_ci_low", "coverage_ci_high"], np.nan))
+        if k:
+            notes.append("no model SE or interval (rank test)")
+    if k < len(group):
+        notes.append(f"{len(group) - k} of {len(group)} analyses failed: left out")
+    out["note"] = "; ".join(notes)
+    return out
+
+
+def coverage_columns(covered: int, total: int, notes: list[str]) -> dict:
+    """Coverage, its MCSE (none at 0 or 1, with the Wilson interval noted) and Wilson bounds."""
+    share = covered / total
+    low, high = wilson_interval(covered, total)
+    mcse = float(binomial_mcse(share, total))
+    if covered in (0, total):
+        mcse = np.nan
+        notes.append(f"coverage {covered}/{total}: Wilson 95% [{low:.3f}, {high:.3f}]")
     return {
-        "target_power": target,
-        "n_required": float(np.ceil(n_real)),
-        "n_low": float(np.ceil(n_low)),
-        "n_high": float(np.ceil(n_high)),
-        "status": "ok" if is_inside else "extrapolated",
-        "note": note,
+        "coverage": share,
+        "coverage_mcse": mcse,
+        "coverage_ci_low": low,
+        "coverage_ci_high": high,
     }

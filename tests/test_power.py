@@ -228,6 +228,13 @@ def test_the_effect_is_stated_on_the_observable_scale():
             ("n = [8, 16]", "n = [16, 8]"),
             "trial: n must be strictly increasing without repeats, got [16, 8]",
         ),
+        (
+            ("root_seed = 1", "root_seed = 1\n[analysis.bayesian]\nrope_half_width = 0.1"),
+            "analysis.bayesian.rope_half_width: give rope_half_width per endpoint family, on "
+            "that endpoint's scale, e.g. rope_half_width = { ratio_fold_change = 0.1 } "
+            "(families: ratio_fold_change, differential_reduction, kappa_difference, "
+            "exacerbation_log_or)",
+        ),
     ],
 )
 def test_bad_plan_is_refused_in_one_line_before_any_work(run_cli, tmp_path, change, expected):
@@ -491,6 +498,9 @@ def test_saved_cross_sectional_trial_reanalysed_with_scipy_and_statsmodels(run_c
             df = rows["subject_id"].nunique() - 2
             t_p = stats.t.sf(fit.tvalues["eff:trt"], df=df)  # one-sided: greater
             assert mixed["p_value"] == pytest.approx(t_p, rel=1e-3, abs=1e-6)
+            assert mixed["std_error"] == pytest.approx(fit.bse["eff:trt"], rel=1e-3)
+            half = stats.t.isf(0.025, df) * mixed["std_error"]
+            assert mixed["ci_high"] - mixed["estimate"] == pytest.approx(half)
     bayes = pd.read_parquet(out / "records.parquet").query("analysis == 'bayes_direction'")
     assert len(bayes) == 3  # one refit per cell (3 scenarios), as the plan asks
     assert set(bayes["status"]) <= {"ok", "not_converged", "error"}
@@ -499,6 +509,14 @@ def test_saved_cross_sectional_trial_reanalysed_with_scipy_and_statsmodels(run_c
     assert (out / "power_curve.png").stat().st_size > 0
     power = pd.read_csv(out / "power.csv")
     assert {"power", "mcse", "ci_low", "ci_high", "n_reps", "n_failed"} <= set(power.columns)
+    performance = pd.read_csv(out / "performance.csv").set_index(["scenario", "analysis"])
+    th17 = performance[performance["endpoint"] == "ratio_fold_change_Th17_Treg"]
+    assert th17.loc[("null", "mixed_model"), "true_value"] == pytest.approx(0, abs=1e-9)
+    stated_fold = json.loads((out / "manifest.json").read_text())["observable_effect"]
+    fold = stated_fold["alternative"]["ratio_fold_change"]["Th17/Treg"]
+    assert th17.loc[("alternative", "bayes"), "true_value"] == pytest.approx(np.log(fold), 1e-3)
+    assert th17.loc[("alternative", "mann_whitney"), "note"].startswith("no model SE")
+    assert th17.loc[("alternative", "mixed_model"), "n_estimates"] == 3
 
 
 def test_saved_paired_and_prognostic_trials_reanalysed_independently(tmp_path):
@@ -751,3 +769,23 @@ def test_adaptive_replication_reaches_the_mcse_target_or_the_cap(tmp_path):
     for row in power.itertuples():
         assert row.n_reps % 10 == 0 and row.n_reps <= 80
         assert row.mcse_all <= 0.06 or row.n_reps == 80 or pd.isna(row.mcse_all), row
+
+
+def test_rope_and_precision_are_read_on_each_endpoints_scale():
+    from simulations.bayes import decision_rows
+    from simulations.plan import Bayesian
+
+    rules = Bayesian(
+        rules=["rope", "precision"],
+        rope_half_width={"kappa_difference": 0.02},
+        precision_width={"kappa_difference": 0.03},
+    )
+    draws = np.random.default_rng(0).normal(0.06, 0.01, 4000)
+    kappa = {r["analysis"]: r for r in decision_rows(draws, "kappa_difference_Treg_Th17", rules)}
+    ratio = {r["analysis"]: r for r in decision_rows(draws, "ratio_fold_change_Th17_Treg", rules)}
+    assert kappa["bayes_rope"]["success"]  # P(theta > 0.02) is about 1
+    assert not ratio["bayes_rope"]["success"]  # the log ratio keeps its default 0.1
+    assert not kappa["bayes_precision"]["success"]  # 95% width about 0.039 > 0.03
+    assert ratio["bayes_precision"]["success"]  # ... < 0.5, the log ratio's default
+    assert kappa["bayes_rope"]["std_error"] == pytest.approx(np.std(draws, ddof=1))
+    assert kappa["bayes_rope"]["ci_low"] == pytest.approx(np.quantile(draws, 0.025))

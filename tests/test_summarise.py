@@ -1,4 +1,4 @@
-"""Summaries of simulated trial records: Wilson intervals, power tables, sample size, figure."""
+"""Summaries of simulated trial records: Wilson intervals, power tables, the figure."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from analysis import fig_power_curve
+from simulations.sample_size import sample_size_table
 from simulations.summarise import (
+    PERFORMANCE_COLUMNS,
     POWER_COLUMNS,
-    SAMPLE_SIZE_COLUMNS,
     TYPE_I_COLUMNS,
-    monotone_power_curve,
+    performance_table,
     power_table,
-    sample_size_table,
     type_i_table,
     wilson_interval,
 )
@@ -185,89 +185,6 @@ def test_type_i_table_checks_against_nominal_level():
     assert table.loc["mann_whitney", "rejection_rate"] == pytest.approx(0.15, abs=0.03)
 
 
-def test_sample_size_recovers_known_probit_curve():
-    slope, true_n80 = 1.5, 40.0
-    records = probit_records(intercept_for(true_n80, slope), slope, reps=4000, seed=11)
-    sizes = sample_size_table(power_table(records), targets=(0.8, 0.9))
-    assert list(sizes.columns) == SAMPLE_SIZE_COLUMNS
-    row = sizes.set_index("target_power").loc[0.8]
-    assert row["status"] == "ok" and row["note"] == ""
-    assert row["n_low"] <= math.ceil(true_n80) <= row["n_high"]
-    assert row["n_required"] == pytest.approx(true_n80, rel=0.04)
-    assert (row["n_min_grid"], row["n_max_grid"]) == (10, 70)
-    true_n90 = np.exp((stats.norm.ppf(0.9) - intercept_for(true_n80, slope)) / slope)
-    assert sizes.set_index("target_power").loc[0.9, "n_required"] == pytest.approx(
-        true_n90, rel=0.04
-    )
-
-
-def test_monotone_power_curve_recovers_parameters_and_band():
-    slope = 1.5
-    intercept = intercept_for(40.0, slope)
-    power = power_table(probit_records(intercept, slope, reps=4000, seed=3))
-    curve = monotone_power_curve(power["n"], power["power_all"] * power["n_reps"], power["n_reps"])
-    assert curve.slope == pytest.approx(slope, rel=0.1)
-    assert curve.n_at(0.8) == pytest.approx(40.0, rel=0.04)
-    low, high = curve.band(GRID, level=0.95)
-    assert np.all(low < curve.power(GRID)) and np.all(curve.power(GRID) < high)
-    n_low, n_high = curve.n_interval(0.8, level=0.95)
-    assert curve.band(np.array([n_low]), level=0.95)[1] == pytest.approx(0.8, abs=1e-9)
-    assert curve.band(np.array([n_high]), level=0.95)[0] == pytest.approx(0.8, abs=1e-9)
-
-
-def flat_power(level: float) -> pd.DataFrame:
-    """A power table whose power is exactly ``level`` at every n (400 replicates each)."""
-    successes = np.full(GRID.size, level * 400)
-    return pd.DataFrame(
-        {
-            "design": "paired",
-            "scenario": "alternative",
-            "endpoint": "e",
-            "analysis": "wilcoxon",
-            "n": GRID,
-            "power_all": successes / 400,
-            "n_reps": 400,
-        }
-    )
-
-
-@pytest.mark.parametrize(
-    ("power", "reason"),
-    [
-        (flat_power(0.0), "separation"),
-        (flat_power(1.0), "separation"),
-        (flat_power(0.5), "not positive"),
-        (flat_power(0.5).assign(power_all=np.linspace(0.9, 0.3, GRID.size)), "not positive"),
-        (flat_power(0.5).assign(power_all=[0, 0, 0, 0.4, 1, 1]), "separation"),
-        (flat_power(0.5).iloc[[2]], "fewer than 2"),
-    ],
-    ids=["all_zero", "all_one", "flat", "decreasing", "quasi_separated", "one_n"],
-)
-def test_sample_size_degenerate_curves_are_not_estimable(power, reason):
-    sizes = sample_size_table(power)
-    assert len(sizes) == 2
-    assert sizes["status"].eq("not_estimable").all()
-    assert sizes["n_required"].isna().all() and sizes["n_high"].isna().all()
-    assert sizes["note"].str.contains(reason).all()
-
-
-def test_sample_size_noisy_flat_curve_is_not_estimable():
-    power = power_table(probit_records(0.0, 0.0, reps=300, seed=5))
-    sizes = sample_size_table(power)
-    assert sizes["status"].eq("not_estimable").all()
-
-
-def test_sample_size_beyond_grid_is_extrapolated():
-    slope = 1.5
-    power = power_table(probit_records(intercept_for(200.0, slope), slope, reps=2000, seed=7))
-    row = sample_size_table(power, targets=(0.8,)).iloc[0]
-    assert row["status"] == "extrapolated"
-    assert "outside the simulated grid" in row["note"]
-    assert row["n_required"] > row["n_max_grid"] == 70
-    assert row["n_required"] == pytest.approx(200.0, rel=0.15)
-    assert row["n_low"] <= row["n_required"] <= row["n_high"]
-
-
 def figure_inputs(tmp_path):
     """Power and sample-size CSVs for two panels: recoverable, extrapolated, not estimable."""
     slope = 1.5
@@ -315,3 +232,83 @@ def test_figure_refuses_power_table_without_alternative(tmp_path):
     null_only.to_csv(power_csv, index=False)
     with pytest.raises(ValueError, match="alternative"):
         fig_power_curve.make(power_csv, sample_size_csv, tmp_path / "x.png")
+
+
+def estimate_records(estimates, errors, **overrides) -> pd.DataFrame:
+    """Records of one cell whose analysis reports ``estimates`` with SEs and 95% Wald CIs."""
+    rows = []
+    overrides = {"analysis": "mixed_model", **overrides}
+    for replicate, (estimate, error) in enumerate(zip(estimates, errors, strict=True)):
+        row = record(20, replicate, success=True, **overrides)
+        half = 1.959963984540054 * error
+        row.update(
+            estimate=estimate, std_error=error, ci_low=estimate - half, ci_high=estimate + half
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def truth_table(value: float, family: str = "frequentist") -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "scenario": "alternative",
+                "endpoint": "ratio_fold_change_Th17_Treg",
+                "family": family,
+                "true_value": value,
+                "true_value_of": "log population-average ratio fold change",
+            }
+        ]
+    )
+
+
+def test_performance_measures_and_their_mcse_follow_morris_et_al():
+    rng = np.random.default_rng(8)
+    estimates = 0.3 + 0.05 + rng.normal(0, 0.2, 4000)  # bias 0.05, empirical SE 0.2
+    errors = np.abs(rng.normal(0.2, 0.02, 4000))
+    row = performance_table(estimate_records(estimates, errors), truth_table(0.3)).iloc[0]
+    assert (
+        list(performance_table(estimate_records(estimates, errors), truth_table(0.3)).columns)
+        == PERFORMANCE_COLUMNS
+    )
+    k = 4000
+    assert row["bias"] == pytest.approx(estimates.mean() - 0.3)
+    assert row["bias"] == pytest.approx(0.05, abs=3 * row["bias_mcse"])
+    assert row["bias_mcse"] == pytest.approx(estimates.std(ddof=1) / np.sqrt(k))
+    assert row["empirical_se"] == pytest.approx(estimates.std(ddof=1))
+    assert row["empirical_se_mcse"] == pytest.approx(estimates.std(ddof=1) / np.sqrt(2 * (k - 1)))
+    model_se = np.sqrt(np.mean(errors**2))
+    assert row["model_se"] == pytest.approx(model_se)
+    assert row["model_se_mcse"] == pytest.approx(
+        np.sqrt(np.var(errors**2, ddof=1) / (4 * k * model_se**2))
+    )
+    covered = np.abs(estimates - 0.3) <= 1.959963984540054 * errors
+    assert row["coverage"] == pytest.approx(covered.mean())
+    assert row["coverage_mcse"] == pytest.approx(np.sqrt(covered.mean() * (1 - covered.mean()) / k))
+    assert row["estimate_of"].startswith("subset x natalizumab interaction")
+    assert row["note"] == ""
+
+
+def test_performance_counts_bayes_rules_once_and_notes_failures_and_full_coverage():
+    bayes = pd.concat(
+        [
+            estimate_records([0.3, 0.31, 0.29], [0.05] * 3, analysis=rule)
+            for rule in ("bayes_direction", "bayes_rope")
+        ],
+        ignore_index=True,
+    )
+    failed = estimate_records(
+        [np.nan], [np.nan], analysis="bayes_direction", status="not_converged"
+    )
+    failed["replicate"] = 3
+    table = performance_table(
+        pd.concat([bayes, failed], ignore_index=True), truth_table(0.3, "bayes")
+    )
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["analysis"] == "bayes" and row["n_reps"] == 4 and row["n_estimates"] == 3
+    assert row["coverage"] == 1 and np.isnan(row["coverage_mcse"])
+    low, high = wilson_interval(3, 3)
+    assert row["note"] == (
+        f"coverage 3/3: Wilson 95% [{low:.3f}, {high:.3f}]; 1 of 4 analyses failed: left out"
+    )
