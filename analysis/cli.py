@@ -495,9 +495,10 @@ def power(
     """Simulate trials from a PLAN.toml and estimate power and sample size.
 
     Writes power.csv, type_i_error.csv, sample_size.csv, performance.csv, power_curve.png,
-    records.parquet and records/ (one file per replicate) under --out. Rerunning the same command resumes: stored
-    replicates are skipped, results are identical to an uninterrupted run. Every trial is
-    simulated from the package's models: no output is a measurement of any study.
+    records.parquet and records/ (one file per replicate) under --out. Rerunning the same
+    command resumes: stored replicates are skipped, results are identical to an uninterrupted
+    run. Every trial is simulated from the package's models: no output is a measurement of any
+    study.
     """
     from simulations.plan import PlanError, load_plan
     from simulations.store import StoreMismatch
