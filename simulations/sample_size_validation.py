@@ -4,7 +4,9 @@ ADEMP (Morris, White & Crowther 2019):
 
 - **Aims.** Does the interval ``[n_low, n_high]`` cover the true n for a target power in at
   least 93% of runs, and is the point estimate within 2% of the true n on average, on the
-  grids and replicate counts the shipped plans use?
+  grids and replicate counts the shipped plans use? Both criteria are required on the curves
+  of real tests (``TEST_CURVES``); on the stress curve coverage is required and the bias is
+  reported.
 - **Data-generating mechanisms.** A power curve known in closed form, evaluated at a plan's n
   grid; at each n the number of successes out of ``m`` replicates is binomial with that power
   (what the power engine produces, one cell at a time). Curves: the one-sided z test
@@ -45,6 +47,9 @@ from simulations.sample_size import estimate_sample_size
 
 PLANS_DIR = Path(__file__).parent / "plans"
 CURVES = ("z_test", "t_test", "logistic_log_n")
+#: The curves of real tests, on which both criteria must hold; the logistic stress curve must
+#: keep the coverage criterion, and its bias is reported (README "Sample size").
+TEST_CURVES = ("z_test", "t_test")
 POSITIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 TARGETS = (0.8, 0.9)
 ONE_SIDED_ALPHA = 0.025
@@ -190,8 +195,9 @@ def run_scenario(scenario: Scenario, runs: int, rng: np.random.Generator) -> dic
         "estimable": inside.mean(),
         "mean_width": width.mean() if width.size else np.nan,
     }
+    accurate = abs(row["relative_error"]) <= MAX_RELATIVE_ERROR
     row["passed"] = bool(
-        row["coverage"] >= MIN_COVERAGE and abs(row["relative_error"]) <= MAX_RELATIVE_ERROR
+        row["coverage"] >= MIN_COVERAGE and (accurate or scenario.curve not in TEST_CURVES)
     )
     return row
 
@@ -221,8 +227,8 @@ def validation_study(
     Returns
     -------
     pandas.DataFrame
-        Columns ``RESULT_COLUMNS``; ``passed`` is coverage >= ``MIN_COVERAGE`` and
-        ``|relative_error|`` <= ``MAX_RELATIVE_ERROR``.
+        Columns ``RESULT_COLUMNS``; ``passed`` is coverage >= ``MIN_COVERAGE`` and, for the
+        ``TEST_CURVES``, ``|relative_error|`` <= ``MAX_RELATIVE_ERROR``.
     """
     rows = []
     for i, scenario in enumerate(scenarios(grids, curves)):
@@ -232,15 +238,19 @@ def validation_study(
 
 
 def verdict(results: pd.DataFrame) -> str:
-    """One paragraph: scenarios passing, worst coverage and worst relative error."""
-    worst_cover = results.loc[results["coverage"].idxmin()]
-    worst_error = results.loc[results["relative_error"].abs().idxmax()]
-    return (
-        f"{int(results['passed'].sum())} of {len(results)} scenarios pass "
-        f"(coverage >= {MIN_COVERAGE:g}, |relative error| <= {MAX_RELATIVE_ERROR:g}); "
-        f"lowest coverage {worst_cover['coverage']:.3f} (MCSE {worst_cover['coverage_mcse']:.3f}; "
-        f"{worst_cover['plan']}, {worst_cover['curve']}, n_true {worst_cover['n_true']}); "
-        f"largest relative error {worst_error['relative_error']:+.4f} "
-        f"(MCSE {worst_error['relative_error_mcse']:.4f}; {worst_error['plan']}, "
-        f"{worst_error['curve']}, n_true {worst_error['n_true']})"
-    )
+    """Scenarios passing, and per curve family the lowest coverage and largest |relative error|."""
+    lines = [
+        f"{int(results['passed'].sum())} of {len(results)} scenarios pass (coverage >= "
+        f"{MIN_COVERAGE:g}; |relative error| <= {MAX_RELATIVE_ERROR:g} for "
+        f"{', '.join(TEST_CURVES)})"
+    ]
+    for (curve, m), rows in results.groupby(["curve", "m"], sort=False):
+        low = rows.loc[rows["coverage"].idxmin()]
+        worst = rows.loc[rows["relative_error"].abs().idxmax()]
+        lines.append(
+            f"  {curve}, m = {m}: {len(rows)} scenarios; lowest coverage {low['coverage']:.3f} "
+            f"(MCSE {low['coverage_mcse']:.3f}); largest relative error "
+            f"{worst['relative_error']:+.4f} (MCSE {worst['relative_error_mcse']:.4f}; "
+            f"{worst['plan']}, n_true {worst['n_true']})"
+        )
+    return "\n".join(lines)

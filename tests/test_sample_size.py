@@ -20,6 +20,7 @@ from simulations.sample_size_validation import (
     MAX_RELATIVE_ERROR,
     MIN_COVERAGE,
     RESULT_COLUMNS,
+    TEST_CURVES,
     shipped_grids,
     validation_study,
 )
@@ -122,11 +123,13 @@ def test_every_shipped_grid_steps_at_most_the_validated_ratio():
 
 
 def assert_study_passes(results: pd.DataFrame, tolerance_mcse: float) -> None:
-    """Coverage >= 93% and |relative error| <= 2%, within ``tolerance_mcse`` Monte Carlo SEs."""
+    """Coverage >= 93% everywhere and, on the real tests' curves, |relative error| <= 2%,
+    within ``tolerance_mcse`` Monte Carlo SEs."""
     assert list(results.columns) == RESULT_COLUMNS
     low_cover = results["coverage"] + tolerance_mcse * results["coverage_mcse"] < MIN_COVERAGE
     error = results["relative_error"].abs() - tolerance_mcse * results["relative_error_mcse"]
-    failing = results[low_cover | (error > MAX_RELATIVE_ERROR)]
+    inaccurate = (error > MAX_RELATIVE_ERROR) & results["curve"].isin(TEST_CURVES)
+    failing = results[low_cover | inaccurate]
     assert failing.empty, failing.to_string()
 
 
@@ -143,8 +146,8 @@ def test_validation_study_detects_a_grid_too_coarse():
     """The study can fail: on a doubling grid the flat stress curve is estimated >2% too high."""
     grids = {"doubling": ((4.0, 8.0, 16.0, 32.0, 64.0), (1000,))}
     results = validation_study(runs=300, grids=grids, curves=("logistic_log_n",))
-    assert (~results["passed"]).sum() >= 3
-    assert results["relative_error"].max() > MAX_RELATIVE_ERROR + 3 * 0.003
+    too_high = results["relative_error"] - 3 * results["relative_error_mcse"]
+    assert (too_high > MAX_RELATIVE_ERROR).sum() >= 3
 
 
 def test_validation_table_command(tmp_path):
