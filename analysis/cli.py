@@ -480,6 +480,15 @@ def crossval(
     type=click.IntRange(0),
     help="Override analysis.bayesian.replicates (0 turns the Bayesian refits off).",
 )
+@click.option(
+    "--vary",
+    "vary",
+    multiple=True,
+    metavar="NAME=V1,V2,...",
+    help="Rerun the sample-size search with one assumption changed to each value (repeatable; "
+    "added to the plan's [sensitivity] table). NAME: kappa, saturation_mean, saturation_sd, "
+    "tau_subject, tau_subject_subset, events_per_gate_scale, exacerbation_log_or.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def power(
     plan_file: Path,
@@ -490,23 +499,31 @@ def power(
     save_datasets: bool,
     replicates: int | None,
     bayes_replicates: int | None,
+    vary: tuple[str, ...],
     no_progress: bool,
 ) -> None:
     """Simulate trials from a PLAN.toml and estimate power and sample size.
 
     Writes power.csv, type_i_error.csv, sample_size.csv, performance.csv, power_curve.png,
-    records.parquet and records/ (one file per replicate) under --out. Rerunning the same
-    command resumes: stored replicates are skipped, results are identical to an uninterrupted
-    run. Every trial is simulated from the package's models: no output is a measurement of any
-    study.
+    records.parquet and records/ (one file per replicate) under --out; with --vary or a
+    [sensitivity] table also sample_size_sensitivity.csv and .png, each variant's run under
+    --out/sensitivity/. Rerunning the same command resumes: stored replicates are skipped,
+    results are identical to an uninterrupted run. Every trial is simulated from the package's
+    models: no output is a measurement of any study.
     """
     from simulations.plan import PlanError, load_plan
+    from simulations.sensitivity import parse_vary, variations
     from simulations.store import StoreMismatch
 
     try:
         plan = with_overrides(load_plan(plan_file), replicates, bayes_replicates)
+        varied = variations(plan, [parse_vary(text) for text in vary])
     except PlanError as err:
         fail(err.lines)
+    except ValueError as err:
+        fail([str(err)])
+    if varied and design_prior is not None:
+        fail(["--vary and [sensitivity] need the plan's fixed effect, not --design-prior"])
     from simulations.observable import effect_lines, observable_effect
     from simulations.power import describe_run, run_plan
 
@@ -533,7 +550,37 @@ def power(
     make_figure(out / "power.csv", out / "sample_size.csv", out / "power_curve.png")
     for line in describe_run(outputs):
         click.echo(line)
+    if varied:
+        run_variations(plan, out, varied, outputs, workers, scheduler, not no_progress)
     click.echo(f"Written under {out}/ (simulated trials, not study data).")
+
+
+def run_variations(plan, out: Path, varied: dict, outputs, workers, scheduler, progress) -> None:
+    """Run each varied assumption's plans, then write and summarise the sensitivity table."""
+    from analysis.fig_sample_size_sensitivity import make as make_sensitivity_figure
+    from simulations.cohort import write_atomically
+    from simulations.power import run_plan, sample_size_text
+    from simulations.sensitivity import run_sensitivity
+
+    click.echo("Sensitivity: " + "; ".join(f"{k} = {v}" for k, v in varied.items()))
+    table = run_sensitivity(
+        plan,
+        out,
+        varied,
+        outputs.sample_size,
+        run_plan,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+    )
+    path = out / "sample_size_sensitivity.csv"
+    write_atomically(table.to_csv(index=False, lineterminator="\n"), path)
+    make_sensitivity_figure(path, out / "sample_size_sensitivity.png")
+    for row in table[table["target_power"] == 0.8].itertuples():
+        click.echo(
+            f"80% power at {row.assumption} = {row.value:g}: {row.endpoint} {row.analysis}: "
+            f"{sample_size_text(row)}"
+        )
 
 
 def with_overrides(plan, replicates: int | None, bayes_replicates: int | None):

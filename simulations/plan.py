@@ -133,11 +133,20 @@ class Trial(Section):
 
 
 class Effect(Section):
+    """The generating parameters a plan sets, in natural units, over the cohort
+    configuration's: kappa, occupancy mean and SD, the between-subject and subject x subset SDs
+    of log CD49d location, a factor on the configuration's median events per gate, and the
+    exacerbation log odds ratio per SD of the latent log ratio."""
+
     cohort_config: str | None = None
     source: str = ""
     kappa: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     kappa_by_subset: dict[str, Annotated[float, Field(gt=0.0, lt=1.0)]] | None = None
     saturation_mean: Annotated[float, Field(ge=0.6, le=1.0)] | None = None
+    saturation_sd: Annotated[float, Field(gt=0.0, le=0.2)] | None = None
+    tau_subject: Annotated[float, Field(ge=0.0, le=3.0)] | None = None
+    tau_subject_subset: Annotated[float, Field(ge=0.0, le=3.0)] | None = None
+    events_per_gate_scale: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
     exacerbation_log_or: Annotated[float, Field(ge=-5.0, le=5.0)] | None = None
 
 
@@ -281,6 +290,8 @@ class Plan(Section):
     effect: Effect = Effect()
     replicates: Replicates = Replicates()
     analysis: Analysis = Analysis()
+    #: Assumptions to vary (``simulations.sensitivity``): ``{effect name: [values]}``.
+    sensitivity: dict[str, list[float]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -334,7 +345,9 @@ class Plan(Section):
         Replicate counts, the MCSE target and the task size are left out, so that a plan can be
         extended and its stored replicates reused; a design-prior fit enters by its digest.
         """
-        content = self.model_dump(mode="json", exclude={"replicates", "description", "name"})
+        content = self.model_dump(
+            mode="json", exclude={"replicates", "description", "name", "sensitivity"}
+        )
         content["design_prior"] = design_prior_digest
         text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

@@ -208,6 +208,8 @@ def sample_size_text(row) -> str:
         return "not estimable"
     low = f"{row.n_low:.0f}" if pd.notna(row.n_low) else f"< {row.n_min_grid}"
     high = f"{row.n_high:.0f}" if pd.notna(row.n_high) else f"> {row.n_max_grid}"
-    point = f"<= {row.n_required:.0f}" if row.status == "below_grid" else f"{row.n_required:.0f}"
+    point = (
+        f"n <= {row.n_required:.0f}" if row.status == "below_grid" else f"n = {row.n_required:.0f}"
+    )
     status = "" if row.status == "ok" else f" ({row.status})"
-    return f"n = {point} [{low}, {high}]{status}"
+    return f"{point} [{low}, {high}]{status}"

@@ -107,7 +107,11 @@ def design_rows(plan: Plan, n: int, rng: np.random.Generator) -> pd.DataFrame:
     config = cohort_config(plan)
     design = plan.trial.design
     naive = {"cross_sectional": round(n * plan.trial.allocation), "paired": n, "prognostic": 0}
-    sized = replace(config, group_sizes={"MS_naive": naive[design], "MS_NTZ": n})
+    scale = plan.effect.events_per_gate_scale or 1.0
+    events = {subset: median * scale for subset, median in config.events_median.items()}
+    sized = replace(
+        config, group_sizes={"MS_naive": naive[design], "MS_NTZ": n}, events_median=events
+    )
     frame = design_frame(sized, rng)
     if design == "paired":
         number = frame["subject_id"].str.extract(r"(\d+)$", expand=False)
@@ -127,8 +131,9 @@ def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
         natural["kappa"] = subset_kappas(plan, config, cell.scenario)
     if cell.scenario == "null_ratio":
         natural["kappa"] = ratio_null_kappas_cached(plan)
-    if effect.saturation_mean is not None:
-        natural["saturation_mean"] = effect.saturation_mean
+    for name in ("saturation_mean", "saturation_sd", "tau_subject", "tau_subject_subset"):
+        if getattr(effect, name) is not None:
+            natural[name] = getattr(effect, name)
     values = fixed_parameters(replace(config, parameters=natural))
     if effect.exacerbation_log_or is not None:
         values["exacerbation_log_or"] = effect.exacerbation_log_or

@@ -509,7 +509,9 @@ def test_saved_cross_sectional_trial_reanalysed_with_scipy_and_statsmodels(run_c
     assert (out / "power_curve.png").stat().st_size > 0
     power = pd.read_csv(out / "power.csv")
     assert {"power", "mcse", "ci_low", "ci_high", "n_reps", "n_failed"} <= set(power.columns)
-    performance = pd.read_csv(out / "performance.csv").set_index(["scenario", "analysis"])
+    # pandas reads the word "null" as missing unless told otherwise (README, "Outputs")
+    performance = pd.read_csv(out / "performance.csv", keep_default_na=False, na_values=[""])
+    performance = performance.set_index(["scenario", "analysis"])
     th17 = performance[performance["endpoint"] == "ratio_fold_change_Th17_Treg"]
     assert th17.loc[("null", "mixed_model"), "true_value"] == pytest.approx(0, abs=1e-9)
     stated_fold = json.loads((out / "manifest.json").read_text())["observable_effect"]
