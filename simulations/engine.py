@@ -12,13 +12,19 @@ scenarios share. A trial that cannot be drawn is stored as a failed row of every
 
 Seeds come from ``simulations.seeds`` and depend only on (plan, cell, replicate), so a record is
 the same whichever worker made it, in whatever order, before or after a crash.
+
+The statistics are arguments (the SimDesign contract, ``../shared/STYLE.md``): a ``Study``
+holds Generate (a trial generator per cell) and Analyse (per-trial analyses, and analyses
+fitted to all of a task's trials at once), and ``RunContext.study`` says which one a run uses
+(``POWER_STUDY``: the package's trial generator, frequentist tests and Bayesian refits). The
+engine's own tests run it with stub studies whose answers are known exactly.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import as_completed
 from dataclasses import dataclass
 
@@ -52,6 +58,33 @@ ID_COLUMNS = (
 
 
 @dataclass(frozen=True)
+class Study:
+    """Generate and Analyse, as module-level functions (sent to worker processes and Dask).
+
+    Attributes
+    ----------
+    generator
+        ``generator(plan, cell, design_prior) -> object`` with ``draw(seed) -> DataFrame``:
+        a cell's trial generator, built once per worker and cell (``design_prior``: a fit's
+        path or None).
+    analyse
+        ``analyse(plan, dataset) -> list[dict]``: result rows of one trial
+        (``simulations.analyses.result_row`` keys).
+    analyse_batch
+        ``analyse_batch(context, cell, datasets, seeds) -> list[list[dict]]``: result rows of
+        each of several trials fitted together (the Bayesian refits), or None.
+    planned
+        ``planned(plan, rep) -> list[(endpoint, analysis, nominal_level)]``: the rows a
+        replicate has, so that a trial that cannot be drawn fails each of them.
+    """
+
+    generator: Callable
+    analyse: Callable
+    analyse_batch: Callable | None
+    planned: Callable
+
+
+@dataclass(frozen=True)
 class RunContext:
     """What a task needs besides its cell and replicates (sent to each worker)."""
 
@@ -60,6 +93,11 @@ class RunContext:
     result_hash: str
     design_prior: str | None = None
     save_datasets: bool = False
+    study: Study | None = None  # None: POWER_STUDY (defined below)
+
+    @property
+    def statistics(self) -> Study:
+        return self.study or POWER_STUDY
 
 
 @dataclass(frozen=True)
@@ -89,13 +127,18 @@ _BAYES_CACHE: dict[tuple[str, int], object] = {}
 
 
 def cell_tools(context: RunContext, cell: Cell) -> dict:
-    """The cell's compiled generator, once per process."""
+    """The cell's generator (compiled, for the package's own), once per process."""
     key = (context.result_hash, cell.cell_id)
     if key not in _WORKER_CACHE:
-        prior = DesignPrior(context.design_prior) if context.design_prior else None
+        generator = context.statistics.generator(context.plan, cell, context.design_prior)
         _WORKER_CACHE.clear()  # one cell at a time keeps a worker's memory flat
-        _WORKER_CACHE[key] = {"generator": TrialGenerator(context.plan, cell, prior)}
+        _WORKER_CACHE[key] = {"generator": generator}
     return _WORKER_CACHE[key]
+
+
+def trial_generator(plan: Plan, cell: Cell, design_prior: str | None) -> TrialGenerator:
+    """The package's Generate: trials drawn from the joint model (``simulations.trials``)."""
+    return TrialGenerator(plan, cell, DesignPrior(design_prior) if design_prior else None)
 
 
 def bayesian_for(context: RunContext, cell: Cell, template: pd.DataFrame):
@@ -128,30 +171,61 @@ def replicate_ids(context: RunContext, cell: Cell, rep: int, seeds) -> dict:
     }
 
 
-def frequentist_for(plan: Plan, dataset: pd.DataFrame) -> list[dict]:
-    """The frequentist rows of one trial, each with its share of the time taken."""
+def frequentist_analysis(plan: Plan, dataset: pd.DataFrame) -> list[dict]:
+    """The package's per-trial Analyse: the plan's frequentist tests (``simulations.analyses``)."""
     if not plan.analysis.frequentist:
         return []
-    started = time.perf_counter()
-    rows = frequentist_rows(
+    return frequentist_rows(
         dataset,
         design=plan.trial.design,
         endpoints=list(plan.trial.endpoints),
         alpha=plan.analysis.one_sided_alpha,
         mixed=plan.analysis.mixed_model,
     )
+
+
+def bayesian_analysis(context: RunContext, cell: Cell, datasets: list, seeds: list[int]):
+    """The package's batched Analyse: the plan's Bayesian model refitted to every trial."""
+    return bayesian_for(context, cell, datasets[0]).analyse_batch(datasets, seeds)
+
+
+def planned_analyses(plan: Plan, rep: int) -> list[tuple[str, str, float]]:
+    """Every ``(endpoint, analysis, nominal_level)`` row the package's analyses give a replicate."""
+    endpoints = list(plan.trial.endpoints)
+    planned = []
+    if plan.analysis.frequentist:
+        alpha = plan.analysis.one_sided_alpha
+        names = frequentist_analyses(plan.trial.design, mixed=plan.analysis.mixed_model)
+        planned += [(e, name, alpha) for e in endpoints for name in names]
+    if wants_bayes(plan, rep):
+        planned += planned_rules(endpoints, plan.analysis.bayesian)
+    return planned
+
+
+POWER_STUDY = Study(
+    generator=trial_generator,
+    analyse=frequentist_analysis,
+    analyse_batch=bayesian_analysis,
+    planned=planned_analyses,
+)
+
+
+def frequentist_for(context: RunContext, dataset: pd.DataFrame) -> list[dict]:
+    """The per-trial rows of one trial, each with its share of the time taken."""
+    started = time.perf_counter()
+    rows = context.statistics.analyse(context.plan, dataset)
     for row in rows:
         row["seconds"] = (time.perf_counter() - started) / max(len(rows), 1)
     return rows
 
 
 def bayesian_rows(context: RunContext, cell: Cell, datasets: list, seeds: list[int]) -> list:
-    """Bayesian rows of each trial, all refitted at once, each with its share of the time."""
-    if not datasets:
-        return []
+    """Batched rows of each trial, all fitted at once, each with its share of the time."""
+    batch = context.statistics.analyse_batch
+    if not datasets or batch is None:
+        return [[] for _ in datasets]
     started = time.perf_counter()
-    analysis = bayesian_for(context, cell, datasets[0])
-    per_trial = analysis.analyse_batch(datasets, seeds)
+    per_trial = batch(context, cell, datasets, seeds)
     share = (time.perf_counter() - started) / len(datasets)
     for rows in per_trial:
         for row in rows:
@@ -186,9 +260,9 @@ def run_task(context: RunContext, task: Task) -> TaskOutcome:
     failed = 0
     for rep in reps:
         if rep in failures:
-            rows = generation_failed(plan, rep, failures[rep])
+            rows = generation_failed(context, rep, failures[rep])
         else:
-            rows = frequentist_for(plan, datasets[rep]) + bayes_by_rep.get(rep, [])
+            rows = frequentist_for(context, datasets[rep]) + bayes_by_rep.get(rep, [])
         ids = replicate_ids(context, task.cell, rep, seeds[rep])
         record = pd.DataFrame([{**ids, **row} for row in rows])
         store.write_record(task.cell.cell_id, rep, record)
@@ -207,17 +281,10 @@ def draw_trials(generator, seeds: dict[int, int]) -> tuple[dict, dict[int, Excep
     return datasets, failures
 
 
-def generation_failed(plan: Plan, rep: int, err: Exception) -> list[dict]:
+def generation_failed(context: RunContext, rep: int, err: Exception) -> list[dict]:
     """Rows of a replicate whose trial could not be drawn: every analysis it would have had,
     ``status = "error"``, the reason in the message; counted as a failure in every table."""
-    endpoints = list(plan.trial.endpoints)
-    planned = []
-    if plan.analysis.frequentist:
-        alpha = plan.analysis.one_sided_alpha
-        names = frequentist_analyses(plan.trial.design, mixed=plan.analysis.mixed_model)
-        planned += [(e, name, alpha) for e in endpoints for name in names]
-    if wants_bayes(plan, rep):
-        planned += planned_rules(endpoints, plan.analysis.bayesian)
+    planned = context.statistics.planned(context.plan, rep)
     message = f"drawing the trial failed: {str(err).splitlines()[0] if str(err) else ''}"
     rows = failure_rows(planned, "error", type(err).__name__, message.rstrip(": "))
     for row in rows:

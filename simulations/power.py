@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from simulations.cohort import DEFAULT_CONFIG, write_atomically
-from simulations.engine import RunContext, run_rounds
+from simulations.engine import RunContext, Study, run_rounds
 from simulations.observable import estimand_truths, observable_effect
 from simulations.plan import Plan
 from simulations.sample_size import sample_size_table
@@ -109,11 +109,13 @@ def run_plan(
     save_datasets: bool = False,
     progress: bool = True,
     observable: dict | None = None,
+    study: Study | None = None,
 ) -> PowerOutputs:
     """Run (or resume) a plan and write its records and summary tables under ``out``.
 
     ``observable``: the plan's ``simulations.observable.observable_effect`` if already computed
-    (it is stored in the manifest).
+    (it is stored in the manifest). ``study``: the Generate and Analyse functions
+    (``simulations.engine.Study``; default the package's own, ``POWER_STUDY``).
 
     Raises
     ------
@@ -134,7 +136,7 @@ def run_plan(
         DesignPrior(prior)  # refuse an unusable fit before anything is written
     result_hash = plan.result_hash(file_digest(prior))
     Store(out, result_hash).open(manifest(plan, result_hash, prior, observable))
-    context = RunContext(plan, str(out), result_hash, prior, save_datasets)
+    context = RunContext(plan, str(out), result_hash, prior, save_datasets, study)
     records = run_rounds(context, workers=workers, scheduler=scheduler, progress=progress)
     Store(out, result_hash).remove_temporaries()
     outputs = summarise_records(records, truths_for(plan, design_prior=prior is not None))
@@ -183,6 +185,7 @@ def describe_run(outputs: PowerOutputs) -> list[str]:
         f"{len(failed)} of {len(records)} {json.dumps(reasons) if reasons else ''}".rstrip()
     ]
     type_i = outputs.type_i.dropna(subset=["nominal_level"])
+    lines += type_i_summary(outputs.type_i)
     for row in type_i.itertuples():
         flag = "OUTSIDE 3 MCSE" if pd.notna(row.within_3_mcse) and not row.within_3_mcse else "ok"
         spread = (
@@ -213,3 +216,19 @@ def sample_size_text(row) -> str:
     )
     status = "" if row.status == "ok" else f" ({row.status})"
     return f"{point} [{low}, {high}]{status}"
+
+
+def type_i_summary(type_i: pd.DataFrame) -> list[str]:
+    """How many null cells were checked, and how many fall outside each tolerance."""
+    judged = type_i.dropna(subset=["within_familywise"])
+    if judged.empty:
+        return []
+    outside_3 = int((~judged["within_3_mcse"].astype(bool)).sum())
+    outside_fw = int((~judged["within_familywise"].astype(bool)).sum())
+    z = float(judged["familywise_mcse"].iloc[0])
+    verdict = "ok" if outside_fw == 0 else "TYPE-I ERROR NOT NOMINAL"
+    return [
+        f"type-I error: {len(judged)} null cells checked; {outside_3} outside 3 MCSE; "
+        f"{outside_fw} outside the family-wise tolerance ({z:.2f} MCSE, Bonferroni over "
+        f"{len(judged)} cells at 5%): {verdict}"
+    ]

@@ -46,10 +46,14 @@ TYPE_I_COLUMNS = [
     "n_reps",
     "n_failed",
     "within_3_mcse",
+    "familywise_mcse",
+    "within_familywise",
     "note",
 ]
 #: Half-width, in Monte Carlo standard errors, within which a rejection rate counts as nominal.
 TYPE_I_TOLERANCE_MCSE = 3.0
+#: Family-wise error rate of the type-I check over all the cells a run checks (Bonferroni).
+FAMILYWISE_ALPHA = 0.05
 
 
 def wilson_interval(successes, trials, *, level: float = 0.95):
@@ -258,7 +262,12 @@ def type_i_table(power: pd.DataFrame) -> pd.DataFrame:
         applicable) where
         ``nominal_level`` or ``rejection_rate`` is NaN (e.g. Bayesian rules with no nominal
         type-I error, or no analysis converged). The MCSE is that of a test of exactly
-        nominal size, ``sqrt(nominal (1 - nominal) / m)``.
+        nominal size, ``sqrt(nominal (1 - nominal) / m)``. ``within_familywise`` judges the
+        same gap at ``familywise_mcse`` MCSEs, the two-sided normal quantile that keeps the
+        chance of flagging any of the K checked rows of an exactly calibrated run at
+        ``FAMILYWISE_ALPHA`` (Bonferroni: ``z_{1 - 0.05 / (2K)}``; K is the number of rows
+        with a verdict, the same in every row): at 3 MCSE alone, one of many calibrated
+        cells is flagged by chance.
     """
     is_null = power["scenario"].astype(str).str.startswith("null")
     null = power.loc[is_null].rename(columns={"power": "rejection_rate"})
@@ -268,9 +277,17 @@ def type_i_table(power: pd.DataFrame) -> pd.DataFrame:
     null_mcse = pd.Series(
         binomial_mcse(null["nominal_level"], null["n_reps"] - null["n_failed"]), index=null.index
     )
+    undecided = gap.isna() | null_mcse.isna()
     within = (gap <= TYPE_I_TOLERANCE_MCSE * null_mcse).astype("boolean")
-    within[gap.isna() | null_mcse.isna()] = pd.NA
-    return null.assign(within_3_mcse=within)[TYPE_I_COLUMNS].reset_index(drop=True)
+    within[undecided] = pd.NA
+    checked = int((~undecided).sum())
+    familywise = float(stats.norm.isf(FAMILYWISE_ALPHA / (2 * checked))) if checked else np.nan
+    within_familywise = (gap <= familywise * null_mcse).astype("boolean")
+    within_familywise[undecided] = pd.NA
+    null = null.assign(
+        within_3_mcse=within, familywise_mcse=familywise, within_familywise=within_familywise
+    )
+    return null[TYPE_I_COLUMNS].reset_index(drop=True)
 
 
 PERFORMANCE_COLUMNS = [

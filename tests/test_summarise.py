@@ -183,6 +183,38 @@ def test_type_i_table_checks_against_nominal_level():
     assert not table.loc["mann_whitney", "within_3_mcse"]
     assert pd.isna(table.loc["bayes_rope", "within_3_mcse"])
     assert table.loc["mann_whitney", "rejection_rate"] == pytest.approx(0.15, abs=0.03)
+    # two rows have a verdict: Bonferroni over 2 at 5%, the same quantile in every row
+    assert table["familywise_mcse"].to_numpy() == pytest.approx([stats.norm.isf(0.05 / 4)] * 3)
+    assert table.loc["wilcoxon", "within_familywise"]
+    assert not table.loc["mann_whitney", "within_familywise"]
+    assert pd.isna(table.loc["bayes_rope", "within_familywise"])
+
+
+def test_the_familywise_tolerance_flags_few_cells_of_a_calibrated_run():
+    """Many exactly calibrated cells: 3 MCSE flags some by chance, the family-wise one rarely."""
+    rng = np.random.default_rng(4)
+    cells, reps = 400, 400
+    rejections = rng.binomial(reps, 0.025, size=cells)
+    power = pd.DataFrame(
+        {
+            "design": "paired",
+            "scenario": "null",
+            "endpoint": "e",
+            "analysis": [f"a{i}" for i in range(cells)],
+            "n": 8,
+            "power": rejections / reps,
+            "mcse": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "n_reps": reps,
+            "n_failed": 0,
+            "nominal_level": 0.025,
+            "note": "",
+        }
+    )
+    table = type_i_table(power)
+    assert (~table["within_3_mcse"].astype(bool)).sum() >= 1
+    assert table["within_familywise"].astype(bool).all()
 
 
 def figure_inputs(tmp_path):
