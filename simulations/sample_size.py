@@ -161,7 +161,8 @@ def estimate_sample_size(n, successes, trials, target: float, *, level: float = 
     dict
         ``n_real`` (the real-valued crossing: ``-inf`` below the grid, ``inf`` beyond it),
         ``n_required``, ``n_low``, ``n_high`` (whole numbers; ``-inf`` / ``inf`` where the
-        crossing lies below / beyond the grid), and ``n_below``, ``n_above`` (the grid points
+        crossing lies below / beyond the grid; in the table an ``n_high`` below the grid is
+        its first n, an upper bound), and ``n_below``, ``n_above`` (the grid points
         bracketing the point estimate; NaN outside the grid).
     """
     n = np.asarray(n, dtype=float)
@@ -265,6 +266,8 @@ def described(estimate: dict, n: np.ndarray, target: float) -> dict:
         for key, value in estimate.items()
         if key != "n_required"
     }
+    if estimate["n_high"] == -np.inf:  # even the lower bound reaches the target at n_min
+        finite["n_high"] = n[0]
     required = estimate["n_required"]
     finite["n_required"] = (
         n[0] if status == "below_grid" else (required if np.isfinite(required) else np.nan)

@@ -88,6 +88,8 @@ def test_sample_size_table_statuses_and_notes():
     assert rows.loc["mann_whitney", "note"] == ""
     assert rows.loc["below", "status"] == "below_grid"
     assert rows.loc["below", "n_required"] == 8
+    assert rows.loc["below", "n_high"] == 8  # even the lower bound is above 0.8 at n = 8
+    assert np.isnan(rows.loc["below", "n_low"])
     assert rows.loc["below", "note"] == (
         "power at the smallest n simulated (8) already reaches 0.8; "
         "interval reaches below the grid (n_low < 8)"
