@@ -11,7 +11,6 @@ Usage: ``python -m analysis.fig_power_curve POWER_CSV SAMPLE_SIZE_CSV OUTPUT``
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -25,7 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator, ScalarFormatter
 
-from analysis.style import DPI, FIGURE_WIDTH_IN, PANEL_HEIGHT_IN
+from analysis.style import panel_grid
 from simulations.sample_size import interpolated_curve
 
 ANALYSIS_COLOURS = {
@@ -258,21 +257,11 @@ def make(power_csv: Path, sample_size_csv: Path, output: Path) -> None:
     marked = marked_sample_sizes(sample_size_csv)
     colours = analysis_colours(sorted(power["analysis"].unique()))
     panels = list(power.groupby(["design", "endpoint"], sort=True))
-    n_cols = min(N_COLS, len(panels))
-    n_rows = math.ceil(len(panels) / n_cols)
-    fig, axes = plt.subplots(
-        n_rows,
-        n_cols,
-        figsize=(FIGURE_WIDTH_IN, PANEL_HEIGHT_IN * n_rows + 1.0),
-        dpi=DPI,
-        squeeze=False,
-        layout="constrained",
-    )
+    fig, axes = panel_grid(len(panels), N_COLS)
+    n_cols = axes.shape[1]
     for ax, ((design, endpoint), rows) in zip(axes.flat, panels, strict=False):
         is_panel = marked["design"].eq(design) & marked["endpoint"].eq(endpoint)
         draw_panel(ax, rows, marked.loc[is_panel], colours)
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(Y_LABEL, fontsize=7)
     for column in range(n_cols):

@@ -11,7 +11,6 @@ Usage: ``python -m analysis.fig_sample_size_sensitivity SENSITIVITY_CSV OUTPUT``
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -22,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.style import DPI, FIGURE_WIDTH_IN, PANEL_HEIGHT_IN
+from analysis.style import panel_grid
 
 TARGET = 0.8
 N_COLS = 2
@@ -62,20 +61,9 @@ def make(sensitivity_csv: Path, output: Path) -> None:
     if table.empty:
         raise ValueError(f"{sensitivity_csv}: no rows at target power {TARGET}")
     panels = list(table.groupby("assumption", sort=True))
-    n_cols = min(N_COLS, len(panels))
-    n_rows = math.ceil(len(panels) / n_cols)
-    fig, axes = plt.subplots(
-        n_rows,
-        n_cols,
-        figsize=(FIGURE_WIDTH_IN, PANEL_HEIGHT_IN * n_rows + 1.0),
-        dpi=DPI,
-        squeeze=False,
-        layout="constrained",
-    )
+    fig, axes = panel_grid(len(panels), N_COLS)
     for ax, (_, rows) in zip(axes.flat, panels, strict=False):
         draw_panel(ax, rows)
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=6)
     fig.suptitle(
