@@ -20,10 +20,11 @@ trial, and one analysis seed, which every path uses). Every path fits the same t
   core;
 - ``vnuts_1proc``: for comparison, the same compiled batch sampler with vectorised NUTS as its
   only attempt (what ``models.batch`` did not choose), one core;
-- ``batch_2proc``: the same trials split over ``--processes`` spawned worker processes, as the
+- ``batch_2proc``: the same trials over ``--processes`` spawned worker processes, as the
   engine runs them (``ProcessPoolExecutor``, spawn); each worker compiles and warms up, the
-  workers wait at a barrier, and the wall time runs from the first worker's start to the last
-  worker's end (``refits_per_s`` = all refits / that time).
+  workers wait at a barrier, then each takes batches from a shared counter until none is left
+  (as the pool hands out the engine's tasks), and the wall time runs from the first worker's
+  start to the last worker's end (``refits_per_s`` = all refits / that time).
 
 A refit's time runs from the trial (a data frame) to its decision rows (batch, nutpie) or gated
 posterior (naive); drawing the trials is not timed. The compiled paths' one-off cost is
@@ -114,7 +115,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="treated patients per trial (default: 8 32)",
     )
     parser.add_argument(
-        "--naive-replicates", type=int, default=4, help="trials for the naive loop (default: 4)"
+        "--naive-replicates", type=int, default=6, help="trials for the naive loop (default: 6)"
     )
     parser.add_argument(
         "--batch-replicates",
@@ -122,7 +123,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         nargs="+",
         default=None,
         help="trials for the batch paths: one value, or one per --n "
-        "(default: 64 at n <= 8, else 32)",
+        "(default: 128 at n <= 8, else 32)",
     )
     parser.add_argument(
         "--nutpie-replicates",
@@ -130,7 +131,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         nargs="+",
         default=None,
         help="trials for the nutpie path: one value, or one per --n "
-        "(default: as --batch-replicates)",
+        "(default: 64 at n <= 8, else 32)",
     )
     parser.add_argument(
         "--processes",
@@ -232,13 +233,17 @@ def per_n(values: list[int] | None, sizes: list[int], default) -> dict[int, int]
 
 
 def default_batch_replicates(n: int) -> int:
+    return 128 if n <= 8 else 32
+
+
+def default_nutpie_replicates(n: int) -> int:
     return 64 if n <= 8 else 32
 
 
 def planned_runs(args: argparse.Namespace) -> list[tuple[str, int, int]]:
     """(path, n, replicates) for every child of the table, in the order they run."""
     batch = per_n(args.batch_replicates, args.n, default_batch_replicates)
-    nutpie = per_n(args.nutpie_replicates, args.n, lambda n: batch[n])
+    nutpie = per_n(args.nutpie_replicates, args.n, default_nutpie_replicates)
     runs = []
     for n in args.n:
         if not args.skip_naive:
@@ -377,8 +382,10 @@ def detail_lines(results: list[dict]) -> list[str]:
         if "worker_s" in result:
             workers = ", ".join(f"{s:.1f}" for s in result["worker_s"])
             compiles = ", ".join(f"{s:.1f}" for s in result["worker_compile_s"])
+            batches = ", ".join(str(b) for b in result.get("worker_batches", []))
             lines.append(
-                f"{label}: timed seconds per worker {workers}; compile_s per worker {compiles}"
+                f"{label}: timed seconds per worker {workers}; compile_s per worker {compiles}; "
+                f"batches per worker {batches}"
             )
         if "warmup_s" in result:
             per_refit = ", ".join(f"{s:.1f}" for s in result["per_refit_s"])

@@ -16,8 +16,9 @@ Every function here runs in a child process of ``power_throughput.py`` (one per 
   length) as its first attempt instead of jittered HMC, one attempt only, pinned to one core;
 - ``batch_2proc``: the same trials split over worker processes started like the engine's
   (``ProcessPoolExecutor``, spawn, ``simulations.workers``: one thread each, pinned to a core);
-  each compiles and warms up, waits at a barrier, then fits its share; the wall time runs from
-  the first worker's start to the last one's end.
+  each compiles and warms up, waits at a barrier, then takes batches of ``batch_size`` trials
+  from a shared counter until none is left (as the pool hands out the engine's tasks); the wall
+  time runs from the first worker's start to the last one's end.
 
 ``compile_s`` of the compiled paths is the time from building ``BayesianAnalysis`` to the end
 of its first ``analyse_batch`` call on a warm-up batch (``batch_size`` trials for batch, one
@@ -47,6 +48,7 @@ WARMUP_FIRST_REPLICATE = 1_000_000
 BARRIER_TIMEOUT_S = 3600.0
 #: The barrier of the 2-process run, handed to each worker when it starts (``hold_barrier``).
 _BARRIER = None
+_NEXT_BATCH = None
 
 
 @dataclass(frozen=True)
@@ -260,56 +262,63 @@ def time_compiled(plan, n: int, replicates: int, backend: str) -> dict:
 # --- batch over worker processes ------------------------------------------------------------
 
 
-def hold_barrier(barrier, counter) -> None:
+def hold_barrier(barrier, counter, next_batch) -> None:
     """Worker initializer: start like the engine's workers (one thread, pinned to a core; see
-    ``simulations.workers``) and keep the barrier (it can only reach a worker when it starts)."""
+    ``simulations.workers``) and keep the barrier and the shared batch counter (they can only
+    reach a worker when it starts)."""
     from simulations.workers import start_worker
 
     start_worker(counter)
-    global _BARRIER
-    _BARRIER = barrier
+    global _BARRIER, _NEXT_BATCH
+    _BARRIER, _NEXT_BATCH = barrier, next_batch
+
+
+def take_batch(batches: int) -> int | None:
+    """The next batch no worker has taken yet, or None when all are taken."""
+    with _NEXT_BATCH.get_lock():
+        index = _NEXT_BATCH.value
+        _NEXT_BATCH.value += 1
+    return index if index < batches else None
 
 
 def batch_worker(plan, trials: list[Trial], warmup: list[Trial]) -> dict:
-    """Compile and warm up, wait for every worker, then fit this worker's trials (timed)."""
+    """Compile and warm up, wait for every worker, then fit batches of ``trials`` taken from
+    the shared counter until none is left (timed), as a process pool hands out the engine's
+    tasks: a worker whose batches needed retries takes fewer."""
     analysis, recorder, compile_s = prepared_analysis(plan, "batch", warmup)
+    size = warmup_size("batch")
+    batches = math.ceil(len(trials) / size)
     _BARRIER.wait(timeout=BARRIER_TIMEOUT_S)
     started = time.time()  # wall clock: comparable between the workers
-    rows = analysis.analyse_batch([t.dataset for t in trials], [t.seed_analysis for t in trials])
+    fitted = {}
+    while (index := take_batch(batches)) is not None:
+        batch = trials[index * size : (index + 1) * size]
+        recorded = len(recorder.attempts)
+        rows = analysis.analyse_batch([t.dataset for t in batch], [t.seed_analysis for t in batch])
+        fitted[index] = (rows, recorder.attempts[recorded:])
     return {
         "started": started,
         "finished": time.time(),
         "compile_s": compile_s,
-        "rows": rows,
-        "attempts": recorder.attempts,
+        "batches": sorted(fitted),
+        "rows": [row for index in sorted(fitted) for row in fitted[index][0]],
+        "attempts": [labels for index in sorted(fitted) for labels in fitted[index][1]],
     }
 
 
-def split_by_batches(trials: list[Trial], parts: int, batch_size: int) -> list[list[Trial]]:
-    """``parts`` contiguous shares: whole batches, as even as they allow, when there are at
-    least ``parts`` batches; else shares of (about) equal size."""
-    batches = math.ceil(len(trials) / batch_size)
-    if batches >= parts:
-        per_part = math.ceil(batches / parts) * batch_size
-    else:
-        per_part = math.ceil(len(trials) / parts)
-    return [trials[i : i + per_part] for i in range(0, len(trials), per_part)]
-
-
 def time_batch_processes(plan, n: int, replicates: int, processes: int) -> dict:
-    """The batch path over ``processes`` spawned workers fitting their shares concurrently."""
+    """The batch path over ``processes`` spawned workers taking batches from one queue."""
     warmup = warmup_trials(plan, n, warmup_size("batch"))
     trials = draw_trials(plan, n, range(replicates))
-    shares = split_by_batches(trials, processes, warmup_size("batch"))
     context = get_context("spawn")
-    barrier = context.Barrier(len(shares))
+    barrier = context.Barrier(processes)
     with ProcessPoolExecutor(
-        max_workers=len(shares),
+        max_workers=processes,
         mp_context=context,
         initializer=hold_barrier,
-        initargs=(barrier, context.Value("i", 0)),
+        initargs=(barrier, context.Value("i", 0), context.Value("i", 0)),
     ) as pool:
-        futures = [pool.submit(batch_worker, plan, share, warmup) for share in shares]
+        futures = [pool.submit(batch_worker, plan, trials, warmup) for _ in range(processes)]
         outcomes = [future.result() for future in futures]
     rows = [row for outcome in outcomes for row in outcome["rows"]]
     attempts = [labels for outcome in outcomes for labels in outcome["attempts"]]
@@ -320,6 +329,7 @@ def time_batch_processes(plan, n: int, replicates: int, processes: int) -> dict:
         "compile_s": max(o["compile_s"] for o in outcomes),
         "worker_s": [o["finished"] - o["started"] for o in outcomes],
         "worker_compile_s": [o["compile_s"] for o in outcomes],
+        "worker_batches": [len(o["batches"]) for o in outcomes],
     }
 
 

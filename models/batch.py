@@ -268,20 +268,22 @@ class BatchSampler:
         return fits
 
     def batch_fit(self, out: dict, i: int, before: BatchFit | None = None) -> BatchFit:
-        draws = np.asarray(out["draws"][i])
+        quantities = np.asarray(out["draws"][i])  # (quantity, chain, draw), contiguous
         energy = np.asarray(out["energy"][i])
         divergences = int(out["divergences"][i].sum())
         if before is not None:  # an extension: the gate sees the whole, longer chains
-            draws = np.concatenate([before.draws, draws], axis=1)
+            quantities = np.concatenate([np.moveaxis(before.draws, -1, 0), quantities], axis=2)
             energy = np.concatenate([before.energy, energy], axis=1)
             divergences += int(before.stats["divergences"])
-        quantities = np.moveaxis(draws, -1, 0)  # (quantity, chain, draw)
-        first = quantities[:, :1, :1]
         rhat, ess_bulk, ess_tail = gate_statistics(quantities, self.same_ranks_as)
+        first = quantities[:, 0, 0]
+        tolerance = 1e-12 * (1 + np.abs(first))
         with np.errstate(divide="ignore", invalid="ignore"):  # inf draws or a stuck chain: NaN,
-            spread = np.abs(quantities - first)  # which fails the gate
-            constant = np.all(spread <= 1e-12 * (1 + np.abs(first)), axis=(1, 2))
+            constant = (quantities.max(axis=(1, 2)) - first <= tolerance) & (  # which fails
+                first - quantities.min(axis=(1, 2)) <= tolerance  # the gate
+            )
             ebfmi = np.mean(np.diff(energy, axis=1) ** 2, axis=1) / np.var(energy, axis=1)
+        draws = np.moveaxis(quantities, 0, -1)  # (chain, draw, quantity), a view
         report = gate(
             self.labels,
             rhat=rhat,
@@ -306,19 +308,28 @@ class BatchSampler:
         ``var_names`` if given)."""
         return posterior_dataset(self.jax_model, fit.draws, var_names)
 
+    def stacked_posterior(self, fits: list[BatchFit], var_names: list[str]) -> xr.Dataset:
+        """``var_names`` of several fits with the same number of draws, along a leading
+        ``dataset`` dimension."""
+        return posterior_dataset(self.jax_model, [fit.draws for fit in fits], var_names)
+
 
 def posterior_dataset(
-    jax_model: JaxModel, draws: np.ndarray, var_names: list[str] | None = None
+    jax_model: JaxModel, draws: np.ndarray | list[np.ndarray], var_names: list[str] | None = None
 ) -> xr.Dataset:
-    """Split (chain, draw, quantity) draws into named variables with dims and coordinates."""
+    """Split (chain, draw, quantity) draws into named variables with dims and coordinates; a
+    list of such arrays (of one shape) is stacked along a leading ``dataset`` dimension."""
     layout = jax_model.layout
-    chains, n_draws, _ = draws.shape
+    stacked = isinstance(draws, list)
+    chains, n_draws, _ = (draws[0] if stacked else draws).shape
+    lead = ("dataset", "chain", "draw") if stacked else ("chain", "draw")
     variables, start = {}, 0
     for name, shape, size in zip(layout.names, layout.shapes, layout.sizes, strict=True):
         if var_names is None or name in var_names:
-            values = draws[:, :, start : start + size].reshape(chains, n_draws, *shape)
+            columns = slice(start, start + size)
+            values = np.stack([d[..., columns] for d in draws]) if stacked else draws[..., columns]
             dims = layout.dims.get(name) or tuple(f"{name}_dim_{k}" for k in range(len(shape)))
-            variables[name] = (("chain", "draw", *dims), values)
+            variables[name] = ((*lead, *dims), values.reshape(*values.shape[:-1], *shape))
         start += size
     used = {d for dims, _ in variables.values() for d in dims}
     coords = {d: layout.coords[d] for d in used if d in layout.coords}
@@ -356,8 +367,7 @@ def fit_one(jax_model: JaxModel, settings: BatchSettings, method: str, data, key
     else:
         run = partial(nuts_chain, logdensity, settings, metric, accept)
         positions, stats = jax.vmap(run)(jax.random.split(chain_key, settings.chains), starts)
-    draws = jax.vmap(jax.vmap(lambda p: jax_model.posterior(p, data)))(positions)
-    return {"draws": draws, "metric": metric, **stats}
+    return {"draws": posterior_draws(jax_model, positions, data), "metric": metric, **stats}
 
 
 def pooled_metric(xs, grads, fallback):
@@ -387,8 +397,15 @@ def extend_one(jax_model: JaxModel, settings: BatchSettings, data, key, carry):
         carry["logdensity_grad"],
         carry["step_size"],
     )
-    draws = jax.vmap(jax.vmap(lambda p: jax_model.posterior(p, data)))(positions)
+    draws = posterior_draws(jax_model, positions, data)
     return {"draws": draws, "metric": carry["metric"], **stats}
+
+
+def posterior_draws(jax_model: JaxModel, positions, data):
+    """Every posterior quantity of every draw, as ``(quantity, chain, draw)``: the layout in
+    which the gate reads each quantity's draws contiguously."""
+    draws = jax.vmap(jax.vmap(lambda p: jax_model.posterior(p, data)))(positions)
+    return jnp.moveaxis(draws, -1, 0)
 
 
 def laplace(logdensity, start, settings: BatchSettings):

@@ -53,15 +53,17 @@ def gate_statistics(
     if sources.shape != own.shape or np.any(sources[sources] != sources):
         raise ValueError("same_ranks_as must name, per quantity, one that is its own source")
     half = n_draws // 2
-    split = np.concatenate([values[:, :, :half], values[:, :, n_draws - half :]], axis=1)
+    if n_draws % 2:  # the middle draw of each chain is in neither half
+        split = np.concatenate([values[:, :, :half], values[:, :, n_draws - half :]], axis=1)
+    else:  # each chain's two halves, in place (the order of the split chains does not matter)
+        split = values.reshape(quantities, 2 * chains, half)
     pooled = split.reshape(quantities, -1)
     # numpy sorts several times faster than numba; the rest runs compiled, one quantity at a
     # time, so that its working arrays stay in the cache. A quantity with a source shares its
     # source's sort order (checked in _statistics).
     order = np.empty(pooled.shape, dtype=np.int64)
-    is_own = sources == own
-    order[is_own] = np.argsort(pooled[is_own], axis=1)
-    order[~is_own] = order[sources[~is_own]]
+    for q in np.flatnonzero(sources == own):
+        order[q] = np.argsort(pooled[q])
     out = _statistics(split, order, score_table(pooled.shape[1]), values, sources)
     return np.maximum(out[:, 0], out[:, 1]), out[:, 2], out[:, 3]
 
@@ -85,16 +87,17 @@ def _statistics(split, order, table, values, sources):  # pragma: no cover - com
     folded = np.empty(n)
     merged = np.empty(n, dtype=np.int64)
     distance = np.empty(n)
+    indicator = np.empty((chains, half))
     for shared in (False, True):
         for q in range(quantities):
             if (sources[q] != q) != shared:
                 continue
             pooled = split[q].reshape(n)
-            rank_order = order[q]
+            rank_order = order[sources[q]]
             for k in range(n):
                 ordered[k] = pooled[rank_order[k]]
             odd_middle = values[q, :, half : values.shape[2] - half]  # dropped by the split
-            if np.isnan(ordered).any() or np.isnan(odd_middle).any():
+            if _has_nan(ordered) or _has_nan(odd_middle.ravel()):
                 out[q, :] = np.nan
                 continue
             if shared:
@@ -114,10 +117,23 @@ def _statistics(split, order, table, values, sources):  # pragma: no cover - com
             out[q, 2] = _ess(bulk_chains)
             # The tail quantiles are taken over every draw, the middle one of odd chains too.
             tails = ordered if values.shape[2] % 2 == 0 else np.sort(values[q].ravel())
-            low = (split[q] <= _sorted_quantile(tails, 0.05)).astype(np.float64)
-            high = (split[q] <= _sorted_quantile(tails, 0.95)).astype(np.float64)
-            out[q, 3] = min(_ess(low), _ess(high))
+            below = indicator.reshape(n)
+            tail_ess = np.inf
+            for prob in TAIL_PROBS:
+                cut = _sorted_quantile(tails, prob)
+                for k in range(n):
+                    below[k] = 1.0 if pooled[k] <= cut else 0.0
+                tail_ess = min(tail_ess, _ess(indicator))
+            out[q, 3] = tail_ess
     return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _has_nan(values):  # pragma: no cover - compiled
+    for value in values:  # noqa: SIM110 - numba compiles no generator inside any()
+        if np.isnan(value):
+            return True
+    return False
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -15,10 +15,14 @@ takes a few leapfrog steps per draw).
 
 Priors: ``beta ~ Normal(0, 1.5)`` per group x subset cell (weakly informative on the logit scale:
 rates from about 5% to 95% a priori, the issue's specification); ``tau_subject, tau_subject_subset
-~ HalfNormal(1)`` (between-subject spread of up to about 2 logits). Rows with only a percentage use
-``models.likelihood``'s logit-normal. ``pct_pos[group, subset]`` is the population-average
-rate, the mean of :math:`\mathrm{logit}^{-1}(\beta + e)` over
-:math:`e \sim N(0, \sqrt{\tau_b^2 + \tau_c^2})` by Gauss-Hermite quadrature.
+~ HalfNormal(1)`` (between-subject spread of up to about 2 logits). Cohorts with repeated
+samples of a patient (the paired design) add a sample x subset (visit) effect ``tau_visit ~
+HalfNormal(0.5)`` (``models.effects``): half the between-subject scale, because within-person
+variation of lymphocyte subset frequencies is smaller than between-person variation
+(``simulations/configs/visit_variation.md``); only such cohorts identify it. Rows with only a
+percentage use ``models.likelihood``'s logit-normal. ``pct_pos[group, subset]`` is the
+population-average rate of a sample, the mean of :math:`\mathrm{logit}^{-1}(\beta + e)` over
+:math:`e \sim N(0, \sqrt{\tau_b^2 + \tau_c^2 + \tau_v^2})` by Gauss-Hermite quadrature.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from models.data import Cohort
-from models.effects import add_subject_predictors
+from models.effects import add_subject_predictors, add_visit_sd
 from models.likelihood import add_rate_likelihood
 
 #: Gauss-Hermite nodes for averaging over subject effects.
@@ -43,6 +47,7 @@ class PositiveRatePriors:
 
     cell_mean_sd: float = 1.5
     tau_sd: float = 1.0
+    tau_visit_sd: float = 0.5
 
 
 def build_model(
@@ -72,6 +77,7 @@ def build_model(
         cell_mean = pm.Normal("cell_mean_logit", 0.0, priors.cell_mean_sd, dims=("group", "subset"))
         tau_subject = pm.HalfNormal("tau_subject", priors.tau_sd)
         tau_subject_subset = pm.HalfNormal("tau_subject_subset", priors.tau_sd)
+        tau_visit = add_visit_sd(cohort, priors.tau_visit_sd)
         eta = add_subject_predictors(
             model,
             cohort,
@@ -79,11 +85,15 @@ def build_model(
             tau_subject,
             tau_subject_subset,
             name="subject_logit",
+            tau_visit=tau_visit,
         )
         rate = pm.Deterministic(
             "positive_rate_subject", pm.math.invlogit(eta), dims=("subject", "subset")
         )
-        add_population_rates(cell_mean, pt.sqrt(tau_subject**2 + tau_subject_subset**2))
+        spread = tau_subject**2 + tau_subject_subset**2
+        add_population_rates(
+            cell_mean, pt.sqrt(spread if tau_visit is None else spread + tau_visit**2)
+        )
         add_rate_likelihood(cohort, rate, observed=observed)
     return model
 

@@ -29,6 +29,11 @@ class SaturationPriors:
     tau_subject_sd, tau_subject_subset_sd
         ``tau ~ HalfNormal(0.5)`` in probit units: between-subject and subject x subset spread;
         0.5 probit is about 20 percentage points around 50% (assumption, weakly informative).
+    tau_visit_sd
+        ``tau_visit ~ HalfNormal(0.25)`` in probit units, only for cohorts with repeated samples
+        of a patient: the sample x subset (visit) spread, half the between-subject scale because
+        within-person variation of lymphocyte subset frequencies is smaller than between-person
+        variation (``simulations/configs/visit_variation.md``; assumption).
     saturation_logit_mean_mu, saturation_logit_mean_sd
         A patient's occupancy is ``0.6 + 0.4 logistic(mu + omega z)``, ``z ~ N(0, 1)``;
         ``mu ~ Normal(0.92, 0.77)`` gives the population mean occupancy a prior median of 0.877
@@ -78,6 +83,7 @@ class SaturationPriors:
     location_probit_sd: float = 1.5
     tau_subject_sd: float = 0.5
     tau_subject_subset_sd: float = 0.5
+    tau_visit_sd: float = 0.25
     saturation_logit_mean_mu: float = 0.92
     saturation_logit_mean_sd: float = 0.77
     saturation_logit_sd_log_median: float = 0.76

@@ -29,7 +29,8 @@ Parameterisation (the same model, arranged for the sampler):
 
 - location :math:`a` and subject SDs are in probit units (``location_probit``, ``tau_subject``,
   ``tau_subject_subset``); each subject's row of predictors is one centred vector
-  (``subject_probit``, ``models.effects``);
+  (``subject_probit``, ``models.effects``); cohorts with repeated samples of a patient add a
+  sample x subset (visit) SD ``tau_visit`` (probit units) and sample each sample's vector;
 - occupancy is non-centred (``saturation_z``), because the data say little about a single
   patient's occupancy;
 - the model samples :math:`\delta` (``mean_probit_shift``), the treated patients' average loss
@@ -56,7 +57,7 @@ from scipy import optimize
 from scipy.special import expit, logit
 
 from models.data import Cohort
-from models.effects import add_subject_predictors
+from models.effects import add_subject_predictors, add_visit_sd
 from models.likelihood import add_rate_likelihood
 from models.priors import SATURATION_FLOOR, SATURATION_SPAN, SaturationPriors
 from models.schema import GROUPS, NAIVE_GROUP, TREATED_GROUP
@@ -153,13 +154,21 @@ def add_latent_expression(
     sample_mean = pt.inc_subtensor(
         sample_mean[treated_index], pt.broadcast_to(shift, (len(treated_index), n_subsets))
     )
+    tau_visit = add_visit_sd(cohort, priors.tau_visit_sd)
     probit = add_subject_predictors(
-        model, cohort, sample_mean, tau_subject, tau_subject_subset, name="subject_probit"
+        model,
+        cohort,
+        sample_mean,
+        tau_subject,
+        tau_subject_subset,
+        name="subject_probit",
+        tau_visit=tau_visit,
     )
     rate = pm.Deterministic(
         "positive_rate_subject", pm.math.invprobit(probit), dims=("subject", "subset")
     )
-    total_sd = pt.sqrt(1.0 + tau_subject**2 + tau_subject_subset**2)
+    spread = tau_subject**2 + tau_subject_subset**2
+    total_sd = pt.sqrt(1.0 + (spread if tau_visit is None else spread + tau_visit**2))
     treated_location = location[BASELINE_GROUPS.index(NAIVE_GROUP)][None, :] + log_loss / sigma
     treated_rate = mean_over_occupancy(pm.math.invprobit(treated_location / total_sd), priors)
     add_population_rates(location, total_sd, treated_rate)

@@ -199,8 +199,8 @@ class BayesianAnalysis:
                 by_shape.setdefault(fit.draws.shape, []).append(i)
         endpoints: list[dict[str, np.ndarray]] = [{} for _ in fits]
         for group in by_shape.values():
-            posteriors = [self.sampler.posterior(fits[i], needed) for i in group]
-            draws = estimand_draws(xr.concat(posteriors, dim="dataset"), self.spec)
+            posterior = self.sampler.stacked_posterior([fits[i] for i in group], needed)
+            draws = estimand_draws(posterior, self.spec)
             for endpoint in self.plan.trial.endpoints:
                 values = endpoint_draws(draws, endpoint).transpose("dataset", ...).values
                 for i, fit_values in zip(group, values, strict=True):

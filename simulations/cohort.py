@@ -42,6 +42,15 @@ PARAMETERS = (
     "exacerbation_intercept",
     "exacerbation_log_or",
 )
+#: Parameters a configuration may leave out: (value, source) used then. ``visit_sd`` matters
+#: only for designs with repeated samples of a patient (the paired design).
+OPTIONAL_PARAMETERS = {
+    "visit_sd": (
+        0.15,
+        "assumption (the bundled default): sample x subset (visit) SD of log CD49d location; "
+        "see simulations/configs/visit_variation.md",
+    ),
+}
 
 
 class ConfigError(ValueError):
@@ -89,6 +98,11 @@ class CohortConfig:
         parameters, sources = {}, {"design": design["source"], "events_per_gate": events["source"]}
         for name in PARAMETERS:
             entry = raw["parameters"][name]
+            if not str(entry.get("source", "")).strip():
+                raise ValueError(f"parameters.{name} has no source")
+            parameters[name], sources[name] = entry["value"], entry["source"]
+        for name, (value, source) in OPTIONAL_PARAMETERS.items():
+            entry = raw["parameters"].get(name, {"value": value, "source": source})
             if not str(entry.get("source", "")).strip():
                 raise ValueError(f"parameters.{name} has no source")
             parameters[name], sources[name] = entry["value"], entry["source"]
@@ -149,7 +163,9 @@ def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
 
     The model samples location and subject SDs on the probit scale (units of sigma), occupancy
     as a logit-normal and the mean probit shift of treated patients instead of sigma
-    (``models.saturation``); the config states natural units, converted here.
+    (``models.saturation``); the config states natural units, converted here. ``tau_visit``
+    is a variable only of models of cohorts with repeated samples (``of_model`` keeps a
+    model's own).
     """
     p = config.parameters
     kappa = p["kappa"]  # one kappa, or one per subset (spec order) for the per-subset model
@@ -167,10 +183,16 @@ def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
         "location_probit": stats.norm.ppf(rate),
         "tau_subject": float(p["tau_subject"]) / sigma,
         "tau_subject_subset": float(p["tau_subject_subset"]) / sigma,
+        "tau_visit": float(p["visit_sd"]) / sigma,
         **values,
         "exacerbation_intercept": float(p["exacerbation_intercept"]),
         "exacerbation_log_or": float(p["exacerbation_log_or"]),
     }
+
+
+def of_model(values: dict, model) -> dict:
+    """The entries of ``values`` that name variables of ``model``."""
+    return {name: value for name, value in values.items() if name in model.named_vars}
 
 
 def natural_to_model(
@@ -213,7 +235,7 @@ def simulate_cohort(config: CohortConfig, *, seed: int | None = None) -> pd.Data
     model = exacerbation.build_model(cohort, observed=False)
     draws = draw_with_fixed(
         model,
-        fixed_parameters(config),
+        of_model(fixed_parameters(config), model),
         ["n_cd49d_pos", "exacerbation"],
         draws=config.candidate_draws,
         seed=int(model_seed.generate_state(1)[0]),

@@ -31,6 +31,7 @@ from models.priors import SATURATION_FLOOR, SATURATION_SPAN
 from models.saturation import HERMITE_NODES, HERMITE_WEIGHTS
 from models.schema import NAIVE_GROUP, TREATED_GROUP
 from simulations.analyses import endpoint_subset
+from simulations.cohort import of_model
 from simulations.plan import Plan
 from simulations.trials import (
     Cell,
@@ -91,7 +92,7 @@ def population(plan: Plan, cell: Cell) -> Population:
     subsets = list(spec.subsets)
     kappa = np.broadcast_to(np.asarray(values["kappa"], dtype=float), (len(subsets),))
     return Population(
-        pct=100 * pm.do(model, values)["pct_pos"].eval(),
+        pct=100 * pm.do(model, of_model(values, model))["pct_pos"].eval(),
         groups=list(model.coords["group"]),
         subsets=subsets,
         present=set(template["group"]),

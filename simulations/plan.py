@@ -135,7 +135,8 @@ class Trial(Section):
 class Effect(Section):
     """The generating parameters a plan sets, in natural units, over the cohort
     configuration's: kappa, occupancy mean and SD, the between-subject and subject x subset SDs
-    of log CD49d location, a factor on the configuration's median events per gate, and the
+    of log CD49d location, the sample x subset (visit) SD of a patient's repeated samples
+    (paired design), a factor on the configuration's median events per gate, and the
     exacerbation log odds ratio per SD of the latent log ratio."""
 
     cohort_config: str | None = None
@@ -146,6 +147,7 @@ class Effect(Section):
     saturation_sd: Annotated[float, Field(gt=0.0, le=0.2)] | None = None
     tau_subject: Annotated[float, Field(ge=0.0, le=3.0)] | None = None
     tau_subject_subset: Annotated[float, Field(ge=0.0, le=3.0)] | None = None
+    visit_sd: Annotated[float, Field(ge=0.0, le=3.0)] | None = None
     events_per_gate_scale: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
     exacerbation_log_or: Annotated[float, Field(ge=-5.0, le=5.0)] | None = None
 

@@ -29,6 +29,7 @@ VARIABLE = {
     "saturation_sd": "between-patient SD of occupancy",
     "tau_subject": "between-subject SD of log CD49d location",
     "tau_subject_subset": "subject x subset SD of log CD49d location",
+    "visit_sd": "sample x subset (visit) SD of log CD49d location, paired design",
     "events_per_gate_scale": "factor on the configuration's median events per gate",
     "exacerbation_log_or": "log odds ratio of an exacerbation per SD of the latent log ratio",
 }
@@ -72,6 +73,12 @@ def variations(plan: Plan, extra: list[tuple[str, list[float]]]) -> dict[str, li
         raise ValueError(
             "sensitivity: the mechanism question's kappa is its null (one kappa for every "
             "subset); vary effect.kappa_by_subset in the plan file instead"
+        )
+    if "visit_sd" in table and plan.trial.design != "paired":
+        raise ValueError(
+            f"sensitivity: visit_sd is the variation between a patient's repeated samples; the "
+            f"{plan.trial.design} design has one sample per patient (its subject x subset SD, "
+            f"tau_subject_subset, holds that variation)"
         )
     for name, values in table.items():
         for value in values:

@@ -59,6 +59,7 @@ from simulations.cohort import (
     fixed_parameters,
     load_config,
     natural_to_model,
+    of_model,
 )
 from simulations.cohort import outcome_frame as cohort_outcome_frame
 from simulations.plan import Plan
@@ -68,6 +69,7 @@ GLOBALS = (
     "location_probit",
     "tau_subject",
     "tau_subject_subset",
+    "tau_visit",
     "saturation_logit_mean",
     "saturation_logit_sd",
     "kappa",
@@ -131,7 +133,8 @@ def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
         natural["kappa"] = subset_kappas(plan, config, cell.scenario)
     if cell.scenario == "null_ratio":
         natural["kappa"] = ratio_null_kappas_cached(plan)
-    for name in ("saturation_mean", "saturation_sd", "tau_subject", "tau_subject_subset"):
+    overridable = ("saturation_mean", "saturation_sd", "tau_subject", "tau_subject_subset")
+    for name in (*overridable, "visit_sd"):
         if getattr(effect, name) is not None:
             natural[name] = getattr(effect, name)
     values = fixed_parameters(replace(config, parameters=natural))
@@ -240,7 +243,7 @@ class PopulationRates:
         template = design_rows(plan, plan.trial.n[0], np.random.default_rng(0))
         cohort = Cohort.from_frame(template, self.config.spec, source="design")
         model = exacerbation.build_model(cohort, observed=False, kappa="per_subset")
-        self.base = plan_parameters(plan, Cell("alternative", plan.trial.n[0]))
+        self.base = of_model(plan_parameters(plan, Cell("alternative", plan.trial.n[0])), model)
         self.subsets = list(self.config.spec.subsets)
         self.base["kappa"] = np.full(len(self.subsets), float(np.ravel(self.base["kappa"])[0]))
         self.shared = {k: pytensor.shared(np.asarray(v, dtype=float)) for k, v in self.base.items()}
@@ -288,7 +291,8 @@ class DesignPrior:
     def __init__(self, path: Path | str) -> None:
         posterior = xr.open_datatree(path)["posterior"].to_dataset()
         wanted = [name for name in GLOBALS if name != "exacerbation_intercept"]
-        needed = [name for name in wanted if name != "exacerbation_log_or"]
+        optional = ("exacerbation_log_or", "tau_visit")  # the plan's value where a fit lacks it
+        needed = [name for name in wanted if name not in optional]
         missing = [name for name in needed if name not in posterior]
         if missing:
             raise ValueError(
@@ -315,7 +319,7 @@ class TrialGenerator:
             cohort, observed=False, kappa=kappa_variant(plan, cell.scenario)
         )
         self.treated = model.coords["treated_subject"]
-        self.base = plan_parameters(plan, cell)
+        self.base = of_model(plan_parameters(plan, cell), model)
         self.shared = {name: pytensor.shared(value, name=name) for name, value in self.base.items()}
         intervened = pm.do(model, self.shared)
         self.n_cells = intervened["n_cells"]
@@ -339,7 +343,8 @@ class TrialGenerator:
                 null_effect(self.plan, parameters) if self.cell.scenario == "null" else (parameters)
             )
         for name, value in parameters.items():
-            self.shared[name].set_value(np.asarray(value, dtype=float))
+            if name in self.shared:  # a design prior's tau_visit: only a paired design's
+                self.shared[name].set_value(np.asarray(value, dtype=float))
         self.n_cells.set_value(design["n_cells"].to_numpy().astype(self.n_cells.dtype))
         reseed_rngs(self.rngs, int(rng.integers(2**32)))
         counts, events = self.function()

@@ -119,8 +119,9 @@ def test_settings_are_checked():
 def test_paired_trials_pass_the_gate_with_the_dense_metric_and_agree_with_nutpie():
     """In the paired design the two group means are strongly correlated (a patient's samples
     share its vector): the plan's batch settings use the dense Laplace metric, every trial
-    passes the gate on its first attempt, and the posterior means agree with nutpie's (with
-    its low-rank mass matrix)."""
+    passes the gate (most on the first attempt; the sample x subset SD splits the patients'
+    variation further, and a few need longer chains), and the posterior means agree with
+    nutpie's (with its low-rank mass matrix)."""
     from simulations.bayes import BayesianAnalysis
 
     plan = load_plan(ROOT / "simulations" / "plans" / "paired.toml")
@@ -129,7 +130,8 @@ def test_paired_trials_pass_the_gate_with_the_dense_metric_and_agree_with_nutpie
     analysis = BayesianAnalysis(plan, frames[0])
     assert analysis.sampler.settings.metric == "dense"
     fits = analysis.sampler.fit([analysis.data_of(f) for f in frames], list(range(8)))
-    assert [fit.attempts for fit in fits] == [["hmc@0.8"]] * 8
+    assert all(fit.passed for fit in fits), [fit.report.failures for fit in fits]
+    assert sum(fit.attempts == ["hmc@0.8"] for fit in fits) >= 6, [fit.attempts for fit in fits]
 
     cohort = Cohort.from_frame(frames[0], analysis.spec, source="trial")
     # nutpie's diagonal mass matrix mixes slowly here too (bulk ESS about 170 of 4 x 1000

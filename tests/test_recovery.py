@@ -20,7 +20,7 @@ from models.estimands import estimand_table
 from models.fit import SamplerSettings, fit_gated
 from models.registry import MODELS
 from models.simulate import draw_with_fixed
-from simulations.cohort import design_frame, fixed_parameters, load_config
+from simulations.cohort import design_frame, fixed_parameters, load_config, of_model
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,8 @@ def simulated_cohort(model_name: str, scale: int, seed: int) -> tuple[Cohort, pd
     outcomes = ["n_cd49d_pos", "pct_pos"] + (
         ["exacerbation"] if model_name == "exacerbation" else []
     )
-    draws = draw_with_fixed(model, true_parameters(model_name), outcomes, draws=1, seed=seed)
+    fixed = of_model(true_parameters(model_name), model)
+    draws = draw_with_fixed(model, fixed, outcomes, draws=1, seed=seed)
     frame = design.assign(n_cd49d_pos=draws["n_cd49d_pos"][0])
     if model_name == "exacerbation":
         events = dict(zip(model.coords["treated_subject"], draws["exacerbation"][0], strict=True))

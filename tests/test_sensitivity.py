@@ -52,7 +52,7 @@ def plan(tmp_path) -> Plan:
         (
             "sigma=1,2",
             "--vary: unknown assumption 'sigma' (known: kappa, saturation_mean, "
-            "saturation_sd, tau_subject, tau_subject_subset, events_per_gate_scale, "
+            "saturation_sd, tau_subject, tau_subject_subset, visit_sd, events_per_gate_scale, "
             "exacerbation_log_or)",
         ),
         ("kappa=0.3,high", "--vary kappa: values must be numbers, got '0.3,high'"),
