@@ -82,8 +82,10 @@ $(RESULTS)/crossval/kfold_compare.csv: $(COHORT) | $(STAMP)
 $(RESULTS)/power/%/power.csv: simulations/plans/%.toml | $(STAMP)
 	$(BIN)/cd49d power $< --out $(RESULTS)/power/$* --workers 2 --replicates 100 --no-progress
 
-# The simulation study of the sample-size method (README "Sample size"): binomial draws, no fits.
-$(RESULTS)/sample_size_validation.csv: simulations/sample_size.py simulations/sample_size_validation.py | $(STAMP)
+# The simulation study of the sample-size method (README "Sample size"): binomial draws, no fits,
+# on every shipped plan's grid.
+$(RESULTS)/sample_size_validation.csv: simulations/sample_size.py simulations/sample_size_validation.py \
+		$(wildcard simulations/plans/*.toml) | $(STAMP)
 	$(BIN)/python -m analysis.tab_sample_size_validation $@ --runs 2000
 
 # Long statistical checks (e.g. MixedLM type-I error on 2000 null trials per design).

@@ -120,7 +120,7 @@ def crossing(n, power, target: float, *, floor: float) -> float:
     x0, x1 = np.sqrt(n[above - 1]), np.sqrt(n[above])
     z0, z1 = stats.norm.ppf(power[above - 1 : above + 1])
     x = x0 + (stats.norm.ppf(target) - z0) * (x1 - x0) / (z1 - z0)
-    return float(x * x)
+    return float(np.clip(x * x, n[above - 1], n[above]))  # rounding must not leave the interval
 
 
 def interpolated_curve(n, successes, trials, *, points: int = 20) -> tuple[np.ndarray, np.ndarray]:

@@ -56,6 +56,16 @@ def test_crossing_is_exact_on_a_z_test_curve():
     assert crossing(GRID, z_power(GRID, delta), 0.9, floor=1e-9) == pytest.approx(target_90)
 
 
+def test_power_exactly_at_the_target_on_the_last_grid_point_stays_inside_the_grid():
+    """80 of 100 at n = 32, the last n: the crossing is 32 (rounding in the interpolation
+    once put it a hair above, beyond the grid's last point)."""
+    grid = np.array([6.0, 8, 12, 16, 24, 32])
+    successes, trials = np.array([30, 42, 55, 63, 72, 80]), np.full(6, 100)
+    estimate = estimate_sample_size(grid, successes, trials, 0.8)
+    assert estimate["n_real"] == 32 and estimate["n_required"] == 32
+    assert (estimate["n_below"], estimate["n_above"]) == (24, 32)
+
+
 def test_monotone_power_pools_a_dip_by_its_weights():
     fitted = monotone_power([10, 30, 20, 50], [100, 100, 300, 100])
     pooled = (30 + 20) / 400
