@@ -278,9 +278,10 @@ class BatchSampler:
         rhat, ess_bulk, ess_tail = gate_statistics(quantities, self.same_ranks_as)
         first = quantities[:, 0, 0]
         tolerance = 1e-12 * (1 + np.abs(first))
-        with np.errstate(divide="ignore", invalid="ignore"):  # inf draws or a stuck chain: NaN,
-            constant = (quantities.max(axis=(1, 2)) - first <= tolerance) & (  # which fails
-                first - quantities.min(axis=(1, 2)) <= tolerance  # the gate
+        # inf draws, huge energies or a stuck chain give NaN, which fails the gate
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            constant = (quantities.max(axis=(1, 2)) - first <= tolerance) & (
+                first - quantities.min(axis=(1, 2)) <= tolerance
             )
             ebfmi = np.mean(np.diff(energy, axis=1) ** 2, axis=1) / np.var(energy, axis=1)
         draws = np.moveaxis(quantities, 0, -1)  # (chain, draw, quantity), a view
