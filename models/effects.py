@@ -26,7 +26,9 @@ compound-symmetric with own variance :math:`\tau_c^2 + \tau_v^2 / m` and shared
 :math:`\tau_b^2`, and the deviations :math:`D_j - \bar D` are independent of it with
 :math:`(m - 1) K` degrees of freedom at variance :math:`\tau_v^2` (an orthonormal Helmert
 rotation, Jacobian :math:`m^{-K/2}`). The sampled quantities stay the data-pinned per-sample
-predictors, so the geometry stays that of the vector model. ``tau_visit`` is identified only
+predictors, so the geometry stays that of the vector model, as long as the visit SD exceeds a
+gate's binomial noise: far below it the centred form is a funnel and fits fail the gate
+(README, "Generate"). ``tau_visit`` is identified only
 by patients with two or more samples: models add it only for such cohorts
 (``Cohort.shares_patients``).
 """
