@@ -19,29 +19,32 @@ visit effect the patient's first sample carries it and every other sample is shi
 difference of the two samples' means (before and under natalizumab, say), so the shared effects
 are the within-patient correlation. With a visit effect (``tau_visit``: each sample x subset
 deviates from its patient's vector by :math:`\varepsilon_{js} \sim N(0, \tau_v)`,
-visit-to-visit biology, staining and gating), every sample keeps its own predictor vector
-:math:`y_j`, and the patient vector is integrated out in closed form: for a patient with
-:math:`m` samples, deviations :math:`D_j = y_j - \mu_j`, the mean :math:`\bar D` is
-compound-symmetric with own variance :math:`\tau_c^2 + \tau_v^2 / m` and shared
-:math:`\tau_b^2`, and the deviations :math:`D_j - \bar D` are independent of it with
-:math:`(m - 1) K` degrees of freedom at variance :math:`\tau_v^2` (an orthonormal Helmert
-rotation, Jacobian :math:`m^{-K/2}`). The sampled quantities stay the data-pinned per-sample
-predictors, so the geometry stays that of the vector model, as long as the visit SD exceeds a
-gate's binomial noise: far below it the centred form is a funnel and fits fail the gate
-(README, "Generate"). ``tau_visit`` is identified only
+visit-to-visit biology, staining and gating), every sample has its own predictor vector
+:math:`y_j`. For a patient with :math:`m` samples and deviations :math:`D_j = y_j - \mu_j`,
+the mean :math:`\bar D` is compound-symmetric with own variance :math:`\tau_c^2 + \tau_v^2 / m`
+and shared :math:`\tau_b^2`, and the :math:`m - 1` orthonormal (Helmert) contrasts of the
+samples are independent of it, :math:`N(\cdot, \tau_v^2)` per subset. The model samples the
+patient mean vector (centred: the data pin it down) and the contrasts, partially non-centred
+with weights computed from the data (``visit_centring``): the centred form is right where the
+visit SD is well above a gate's binomial noise, the non-centred one where it is far below it
+(there the centred form is a funnel, and every paired fit failed the gate when the true
+visit SD was 0). The weights change the sampler's coordinates, not the model.
+``tau_visit`` is identified only
 by patients with two or more samples: models add it only for such cohorts
 (``Cohort.shares_patients``).
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from models.data import Cohort
+from models.likelihood import empirical_link
+
+#: The dim of the samples' within-patient contrasts (``add_visit_predictors``).
+CONTRAST_DIM = "visit_contrast"
 
 
 def compound_symmetric_logp(value, mu, tau_shared, tau_own):
@@ -65,7 +68,7 @@ def compound_symmetric_draw(mu, tau_shared, tau_own, size):
     """Forward draw: ``mu + tau_shared * b + tau_own * c`` with standard-normal ``b``, ``c``."""
     shared = pm.Normal.dist(0.0, 1.0, size=mu.shape[:-1])
     own = pm.Normal.dist(0.0, 1.0, size=mu.shape)
-    return mu + tau_shared * shared[..., None] + tau_own * own
+    return mu + tau_shared * shared[..., None] + pt.as_tensor(tau_own)[..., None] * own
 
 
 def patient_structure(cohort: Cohort) -> tuple[str, list[str], np.ndarray, np.ndarray]:
@@ -88,6 +91,8 @@ def add_subject_predictors(
     *,
     name: str,
     tau_visit: pt.TensorVariable | None = None,
+    link: str = "logit",
+    observed: bool = True,
 ) -> pt.TensorVariable:
     """Each subject's linear predictors (subject, subset), centred on ``sample_mean``.
 
@@ -105,6 +110,9 @@ def add_subject_predictors(
     tau_visit
         SD of the sample x subset (visit) effect, for cohorts with repeated samples of a
         patient (module docstring); None: samples of a patient share its vector exactly.
+    link, observed
+        With ``tau_visit``: the predictors' scale (``"logit"`` or ``"probit"``) and whether the
+        model has observed counts, for the contrasts' centring weights (``visit_centring``).
 
     Returns
     -------
@@ -113,7 +121,15 @@ def add_subject_predictors(
     """
     if tau_visit is not None:
         return add_visit_predictors(
-            cohort, sample_mean, tau_subject, tau_subject_subset, tau_visit, name=name
+            model,
+            cohort,
+            sample_mean,
+            tau_subject,
+            tau_subject_subset,
+            tau_visit,
+            name=name,
+            link=link,
+            observed=observed,
         )
     dim, labels, subject_patient, first = patient_structure(cohort)
     if dim not in model.coords:
@@ -135,6 +151,7 @@ def add_subject_predictors(
 
 
 def add_visit_predictors(
+    model: pm.Model,
     cohort: Cohort,
     sample_mean: pt.TensorVariable,
     tau_subject: pt.TensorVariable,
@@ -142,52 +159,85 @@ def add_visit_predictors(
     tau_visit: pt.TensorVariable,
     *,
     name: str,
+    link: str,
+    observed: bool,
 ) -> pt.TensorVariable:
-    """Per-sample predictors (subject, subset) with the patient vector integrated out and a
-    sample x subset effect of SD ``tau_visit`` (module docstring)."""
-    _, _, subject_patient, _ = patient_structure(cohort)
-    return pm.CustomDist(
-        name,
-        sample_mean,
-        tau_subject,
-        tau_subject_subset,
-        tau_visit,
-        dist=partial(visit_draw, subject_patient),
-        logp=partial(visit_logp, subject_patient),
-        ndim_supp=2,
-        ndims_params=[2, 0, 0, 0],
-        dims=("subject", "subset"),
-    )
+    """Per-sample predictors (subject, subset) with a sample x subset effect of SD ``tau_visit``,
+    sampled as each patient's mean vector and its samples' contrasts (module docstring).
 
-
-def visit_logp(subject_patient, value, mu, tau_shared, tau_own, tau_visit):
-    """Log density of all samples' predictors (sample, subset): per patient, the mean
-    deviation (compound-symmetric, own variance ``tau_own^2 + tau_visit^2 / m``) and the
-    deviations from it (independent normals of variance ``tau_visit^2``)."""
+    Variables: ``{name}_patient`` (patient, subset), the patient means, compound-symmetric
+    with own SD ``sqrt(tau_c^2 + tau_v^2 / m)``; ``{name}_contrast`` (visit_contrast, subset),
+    the Helmert contrasts partially non-centred with the data's weights
+    (``visit_centring``); ``name`` (subject, subset), the predictors, a deterministic.
+    """
+    dim, labels, subject_patient, _ = patient_structure(cohort)
+    if dim not in model.coords:
+        model.add_coord(dim, labels)
+    contrasts, contrast_labels = helmert_contrasts(subject_patient, labels)
+    model.add_coord(CONTRAST_DIM, contrast_labels)
     counts = np.bincount(subject_patient)
     averaging = np.zeros((len(counts), len(subject_patient)))
     averaging[subject_patient, np.arange(len(subject_patient))] = 1.0 / counts[subject_patient]
-    k = value.shape[-1]
-    deviation = value - mu
-    patient_mean = pt.dot(averaging, deviation)  # (patient, subset)
-    within = deviation - patient_mean[subject_patient]
-    mean_sd = pt.sqrt(tau_own**2 + tau_visit**2 / counts)
-    mean_logp = compound_symmetric_logp(patient_mean, 0.0, tau_shared, mean_sd).sum()
-    freedom = int((counts - 1).sum()) * k
-    squares = (within**2).sum() / tau_visit**2
-    within_logp = -0.5 * (squares + freedom * pt.log(2 * np.pi * tau_visit**2))
-    rotation = -0.5 * k * float(np.log(counts).sum())  # |Jacobian| of the patient means
-    return mean_logp + within_logp + rotation
+    patient = pm.CustomDist(
+        f"{name}_patient",
+        pt.dot(averaging, sample_mean),
+        tau_subject,
+        pt.sqrt(tau_subject_subset**2 + tau_visit**2 / counts),
+        dist=compound_symmetric_draw,
+        logp=compound_symmetric_logp,
+        ndim_supp=1,
+        ndims_params=[1, 0, 0],
+        dims=(dim, "subset"),
+    )
+    mean = pt.dot(contrasts, sample_mean)  # (contrast, subset): the samples' mean differences
+    weight = visit_centring(cohort, contrasts, link, observed=observed)
+    scaled = pm.Normal(
+        f"{name}_contrast", weight * mean, tau_visit**weight, dims=(CONTRAST_DIM, "subset")
+    )
+    within = mean + tau_visit ** (1.0 - weight) * (scaled - weight * mean)
+    predictors = patient[subject_patient] + pt.dot(contrasts.T, within)
+    return pm.Deterministic(name, predictors, dims=("subject", "subset"))
 
 
-def visit_draw(subject_patient, mu, tau_shared, tau_own, tau_visit, size):
-    """Forward draw: the patient's compound-symmetric vector plus a visit effect per sample."""
-    patients = int(subject_patient.max()) + 1
-    shared = pm.Normal.dist(0.0, 1.0, size=(patients,))
-    own = pm.Normal.dist(0.0, 1.0, size=(patients, mu.shape[-1]))
-    visit = pm.Normal.dist(0.0, 1.0, size=mu.shape)
-    patient = tau_shared * shared[:, None] + tau_own * own
-    return mu + patient[subject_patient] + tau_visit * visit
+def helmert_contrasts(subject_patient: np.ndarray, labels: list[str]):
+    """Per patient with m samples, m - 1 orthonormal rows (contrast, subject) orthogonal to the
+    patient's mean (Helmert: sample r + 1 against the mean of the first r), and their labels
+    (``patient:r``)."""
+    rows, names = [], []
+    for patient, label in enumerate(labels):
+        samples = np.flatnonzero(subject_patient == patient)
+        for r in range(1, len(samples)):
+            row = np.zeros(len(subject_patient))
+            row[samples[:r]], row[samples[r]] = 1.0, -float(r)
+            rows.append(row / np.sqrt(r * (r + 1)))
+            names.append(f"{label}:{r}")
+    return np.reshape(rows, (len(rows), len(subject_patient))), names
+
+
+def visit_centring(cohort: Cohort, contrasts: np.ndarray, link: str, *, observed: bool):
+    r"""Each contrast's centring weight :math:`w = \hat\tau_v^2 / (\hat\tau_v^2 + s^2)` in [0, 1].
+
+    :math:`s^2` is the contrast's binomial variance on the link scale (``empirical_link``) and
+    :math:`\hat\tau_v^2` a moment estimate of the visit variance: the variance of the empirical
+    contrasts (centred per subset) less their mean binomial variance, floored at 0. Weight 1
+    is the centred form (right where the data pin each sample down: visit SD well above the
+    noise), weight 0 the non-centred one (right where the visit SD is far below it, the funnel
+    of the centred form); in between, the partially non-centred form of Papaspiliopoulos,
+    Roberts & Skold (2007, Statist Sci 22:59), which makes a normal contrast independent of
+    its SD a posteriori. The weights change how the sampler moves, never the model: every
+    weight gives the same posterior (``tests/test_visit_effect.py``). A model that simulates
+    (no counts) uses the centred form.
+    """
+    empirical = empirical_link(cohort, link, observed=observed)
+    if empirical is None:
+        return pt.as_tensor(1.0)
+    values, variances = empirical
+    estimates = pt.dot(contrasts, values)  # (contrast, subset)
+    noise = pt.dot(contrasts**2, variances)
+    centred = estimates - estimates.mean(axis=0)
+    freedom = max(contrasts.shape[0] - 1, 1) * len(cohort.spec.subsets)
+    visit_variance = pt.maximum((centred**2).sum() / freedom - noise.mean(), 0.0)
+    return visit_variance / (visit_variance + noise)
 
 
 def add_visit_sd(cohort: Cohort, prior_sd: float) -> pt.TensorVariable | None:

@@ -86,6 +86,7 @@ def build_model(
             tau_subject_subset,
             name="subject_logit",
             tau_visit=tau_visit,
+            observed=observed,
         )
         rate = pm.Deterministic(
             "positive_rate_subject", pm.math.invlogit(eta), dims=("subject", "subset")

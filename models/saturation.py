@@ -103,7 +103,7 @@ def build_model(
     """
     priors = priors or SaturationPriors()
     with pm.Model(coords=model_coords(cohort)) as model:
-        rate = add_latent_expression(model, cohort, priors, kappa=kappa)
+        rate = add_latent_expression(model, cohort, priors, kappa=kappa, observed=observed)
         add_rate_likelihood(cohort, rate, observed=observed)
         add_measured_saturation(model, cohort, priors, observed=observed)
     return model
@@ -128,7 +128,12 @@ def baseline_group_codes(cohort: Cohort) -> np.ndarray:
 
 
 def add_latent_expression(
-    model: pm.Model, cohort: Cohort, priors: SaturationPriors, *, kappa: KappaVariant
+    model: pm.Model,
+    cohort: Cohort,
+    priors: SaturationPriors,
+    *,
+    kappa: KappaVariant,
+    observed: bool = True,
 ) -> pt.TensorVariable:
     """Location, spread, subject effects and occupancy; returns the (subject, subset) rates."""
     subjects = model.coords["subject"]
@@ -163,6 +168,8 @@ def add_latent_expression(
         tau_subject_subset,
         name="subject_probit",
         tau_visit=tau_visit,
+        link="probit",
+        observed=observed,
     )
     rate = pm.Deterministic(
         "positive_rate_subject", pm.math.invprobit(probit), dims=("subject", "subset")

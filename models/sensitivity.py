@@ -24,7 +24,9 @@ from models.fit import CHECKS_COMPILE
 
 #: Contraction at or above this: identified by the data; below WEAK: informed by the prior.
 IDENTIFIED, WEAK = 0.5, 0.1
-SUBJECT_DIMS = frozenset({"subject", "patient", "treated_subject", "count_row", "pct_row"})
+SUBJECT_DIMS = frozenset(
+    {"subject", "patient", "treated_subject", "count_row", "pct_row", "visit_contrast"}
+)
 #: Deterministics reported beside the free variables: population rates and the mechanistic
 #: quantities that the saturation models derive (sigma from the mean probit shift; per-subset
 #: kappa from its pooled logit).
