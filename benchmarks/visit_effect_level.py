@@ -26,7 +26,6 @@ import pandas as pd
 import models.positive_rate
 from simulations.bayes import BayesianAnalysis
 from simulations.plan import Plan, load_plan
-from simulations.seeds import replicate_seeds
 from simulations.trials import Cell, TrialGenerator
 
 PLAN = Path(__file__).resolve().parents[1] / "simulations" / "plans" / "paired.toml"
@@ -35,13 +34,7 @@ NOMINAL = 0.025
 
 def null_trials(plan: Plan, n: int, trials: int) -> tuple[list[pd.DataFrame], list[int]]:
     """The plan's null trials at ``n``, seeded as the engine seeds them."""
-    generator = TrialGenerator(plan, Cell("null", n))
-    frames, seeds = [], []
-    for rep in range(trials):
-        seed = replicate_seeds(plan.root_seed, plan.result_hash(), "null", n, rep)
-        frames.append(generator.draw(seed.data))
-        seeds.append(seed.analysis)
-    return frames, seeds
+    return TrialGenerator(plan, Cell("null", n)).draw_replicates(trials)
 
 
 def rejection_rows(plan: Plan, frames, seeds, variant: str) -> list[str]:

@@ -63,6 +63,7 @@ from simulations.cohort import (
 )
 from simulations.cohort import outcome_frame as cohort_outcome_frame
 from simulations.plan import Plan
+from simulations.seeds import replicate_seeds
 
 #: Global parameters of the generating model (free variables, model scale).
 GLOBALS = (
@@ -331,6 +332,18 @@ class TrialGenerator:
         self.rngs = [
             v for v in self.function.get_shared() if isinstance(v, RandomGeneratorSharedVariable)
         ]
+
+    def draw_replicates(self, count: int) -> tuple[list[pd.DataFrame], list[int]]:
+        """The cell's replicates 0 to ``count - 1`` with the seeds of ``replicate_seeds``
+        (under ``Plan.result_hash``), and each one's analysis seed: trials for tests and
+        benchmarks that must not depend on how they are run."""
+        plan, cell = self.plan, self.cell
+        frames, analysis_seeds = [], []
+        for rep in range(count):
+            seeds = replicate_seeds(plan.root_seed, plan.result_hash(), cell.scenario, cell.n, rep)
+            frames.append(self.draw(seeds.data))
+            analysis_seeds.append(seeds.analysis)
+        return frames, analysis_seeds
 
     def draw(self, seed: int) -> pd.DataFrame:
         """One simulated trial in the cohort schema (plus ``patient_id`` when paired)."""

@@ -15,7 +15,6 @@ from models.positive_rate import build_model
 from models.schema import CohortSpec
 from simulations.analyses import frequentist_rows
 from simulations.plan import Plan, load_plan
-from simulations.seeds import replicate_seeds
 from simulations.sensitivity import variations
 from simulations.trials import Cell, TrialGenerator, cohort_config
 
@@ -174,12 +173,11 @@ def test_the_generator_draws_the_visit_effect_of_the_plan():
 def rejection_rates(plan: Plan, scenario: str, *, mixed: bool = False) -> dict[str, float]:
     """Share of trials each frequentist analysis rejects at one-sided 0.025."""
     n = plan.trial.n[0]
-    generator = TrialGenerator(plan, Cell(scenario, n))
+    frames, _ = TrialGenerator(plan, Cell(scenario, n)).draw_replicates(plan.replicates.initial)
     rows = []
-    for rep in range(plan.replicates.initial):
-        seeds = replicate_seeds(plan.root_seed, plan.result_hash(), scenario, n, rep)
+    for frame in frames:
         rows += frequentist_rows(
-            generator.draw(seeds.data),
+            frame,
             design="paired",
             endpoints=list(plan.trial.endpoints),
             alpha=ALPHA,
@@ -225,12 +223,7 @@ def test_the_bayesian_direction_rule_holds_its_level_with_the_visit_effect():
     from simulations.bayes import BayesianAnalysis
 
     plan = load_plan(ROOT / "simulations" / "plans" / "paired.toml")
-    generator = TrialGenerator(plan, Cell("null", 8))
-    frames, seeds = [], []
-    for rep in range(200):
-        seed = replicate_seeds(plan.root_seed, plan.result_hash(), "null", 8, rep)
-        frames.append(generator.draw(seed.data))
-        seeds.append(seed.analysis)
+    frames, seeds = TrialGenerator(plan, Cell("null", 8)).draw_replicates(200)
     analysis = BayesianAnalysis(plan, frames[0])
     rows = pd.DataFrame([row for rows in analysis.analyse_batch(frames, seeds) for row in rows])
     assert (rows["status"] != "ok").mean() <= 0.02
