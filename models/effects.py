@@ -223,10 +223,10 @@ def visit_centring(cohort: Cohort, contrasts: np.ndarray, link: str, *, observed
     is the centred form (right where the data pin each sample down: visit SD well above the
     noise), weight 0 the non-centred one (right where the visit SD is far below it, the funnel
     of the centred form); in between, the partially non-centred form of Papaspiliopoulos,
-    Roberts & Skold (2007, Statist Sci 22:59), which makes a normal contrast independent of
-    its SD a posteriori. The weights change how the sampler moves, never the model: every
-    weight gives the same posterior (``tests/test_visit_effect.py``). A model that simulates
-    (no counts) uses the centred form.
+    Roberts & Skold (2007, Statist Sci 22:59), which leaves a normal contrast nearly
+    uncorrelated with its SD a posteriori. The weights change how the sampler moves, never
+    the model: every weight gives the same posterior (``tests/test_visit_effect.py``). A model
+    that simulates (no counts) uses the centred form.
     """
     empirical = empirical_link(cohort, link, observed=observed)
     if empirical is None:

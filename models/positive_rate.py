@@ -68,8 +68,9 @@ def build_model(
     -------
     pymc.Model
         With dims ``subject``, ``subset`` and ``group``; ``subject_logit`` (per patient) is
-        the centred subject vector, ``positive_rate_subject`` and ``pct_pos`` are
-        deterministics.
+        the centred subject vector (with a visit effect: each sample's predictors, a
+        deterministic of ``subject_logit_patient`` and ``subject_logit_contrast``);
+        ``positive_rate_subject`` and ``pct_pos`` are deterministics.
     """
     priors = priors or PositiveRatePriors()
     index = cohort.index_arrays()
