@@ -35,7 +35,7 @@ FITS := positive_rate saturation saturation_per_subset exacerbation
 FIT_FILES := $(foreach m,$(FITS),$(RESULTS)/fits/$(m)/fit.nc)
 
 ## reproduce: validate the bundled cohort, the frequentist analysis, every model fit and the LOO comparison
-PLANS := cross_sectional paired prognostic mechanism
+PLANS := cross_sectional paired prognostic mechanism mechanism_paired
 POWER_FILES := $(foreach p,$(PLANS),$(RESULTS)/power/$(p)/power.csv)
 MODEL_NAMES := positive_rate saturation saturation_per_subset exacerbation exacerbation_logit
 #: SBC replicates per model: reduced in `make reproduce`, full size in `make sbc-full`.

@@ -487,7 +487,8 @@ def crossval(
     metavar="NAME=V1,V2,...",
     help="Rerun the sample-size search with one assumption changed to each value (repeatable; "
     "added to the plan's [sensitivity] table). NAME: kappa, saturation_mean, saturation_sd, "
-    "tau_subject, tau_subject_subset, events_per_gate_scale, exacerbation_log_or.",
+    "tau_subject, tau_subject_subset, visit_sd (paired), events_per_gate_scale, "
+    "exacerbation_log_or.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def power(

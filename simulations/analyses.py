@@ -42,7 +42,8 @@ evidence that natalizumab acts differently on Treg is the trap the mechanism que
 - ``bayes_*``: see ``simulations.bayes``.
 
 A result row: ``endpoint, analysis, nominal_level, estimate, std_error, ci_low, ci_high,
-p_value, posterior_prob, success, status, error_type, error_message``. ``std_error`` and the
+p_value, posterior_prob, success, status, error_type, error_message, sampler`` (``batch`` or
+``nutpie`` for a Bayesian fit, ``simulations.bayes``; empty otherwise). ``std_error`` and the
 95% interval ``[ci_low, ci_high]`` are the analysis's own (mixed model: Wald with the t
 reference above; logistic: Wald z; Bayesian: posterior SD and equal-tailed interval); the rank
 tests give none (their ``estimate`` is a difference of medians, reported for bias and
@@ -127,6 +128,7 @@ def result_row(endpoint: str, analysis: str, nominal_level: float, **values) -> 
         "status": "ok",
         "error_type": "",
         "error_message": "",
+        "sampler": "",
     }
     row.update(values)
     return row

@@ -12,6 +12,13 @@ per design (``n``) and process; each trial only swaps the data (``n_cells``,
 - ``nutpie``: one nutpie call per trial (``models.fit.RefitSampler``), kept for comparison
   (``benchmarks/power_throughput.py``).
 
+With the batch backend a trial whose fit still fails the gate after the batch sampler's own
+retries is refitted once more by nutpie (the same PyMC graph, adapted from scratch, with its own
+retry; ``NUTPIE_FALLBACK``; compiled on first need). The batch sampler starts from a Laplace
+approximation at the joint mode, which lies far from the posterior's bulk where a hierarchical
+SD is near 0: at a true visit SD of 0 (paired design) it passed 2 of 16 trials at n = 8. Each
+row names the sampler that gave it (``sampler``).
+
 Decision rules on the endpoint ``theta`` (log ratio fold change, differential reduction, or
 exacerbation log odds ratio), one result row each:
 
@@ -23,12 +30,14 @@ exacerbation log odds ratio), one result row each:
 - ``bayes_precision``: the 95% equal-tailed interval is narrower than the endpoint family's
   ``precision_width``.
 
-A fit that fails the diagnostics gate (after the retry at a higher target acceptance) gives rows
+A fit that fails the diagnostics gate (after every retry and the nutpie refit) gives rows
 with ``status = "not_converged"`` and the failing diagnostics as the message; an exception gives
 ``status = "error"``. Neither is dropped.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -45,11 +54,25 @@ from simulations.plan import Bayesian, Plan
 from simulations.trials import cohort_config
 
 INTERVAL_PROB = 0.95
+#: Spawn key of the nutpie refit's seed stream (``nutpie_seed``), above any batch attempt's.
+NUTPIE_STREAM = 1000
 #: Warmup and target acceptance of each backend when the plan leaves them out: the batch
 #: backend starts from a Laplace approximation (``models.batch``), nutpie from scratch.
 BACKEND_DEFAULTS = {
     "batch": {"tune": 150, "target_accept": 0.8},
     "nutpie": {"tune": 1000, "target_accept": 0.9},
+}
+
+#: The nutpie refit of a trial that failed the batch sampler's gate: the posteriors that get
+#: there have a hierarchical SD near 0 (visit SD 0, paired design). On three such trials at
+#: n = 8 nutpie at the defaults above failed all three (tail ESS of ``tau_visit`` 79-392,
+#: divergences); at 0.95 with twice the draws it passed two, at 0.99 the same two
+#: (2026-11-26). ``draws_factor`` multiplies the plan's draws per chain.
+NUTPIE_FALLBACK = {
+    "tune": 1000,
+    "target_accept": 0.95,
+    "draws_factor": 2,
+    "retry_target_accepts": (0.99,),
 }
 
 #: The batch backend's geometry settings per design (``models.batch.BatchSettings``). In the
@@ -118,6 +141,12 @@ def failed_rows(endpoints, rules: Bayesian, status: str, error_type: str, messag
     return failure_rows(planned_rules(endpoints, rules), status, error_type, message)
 
 
+def nutpie_seed(seed: int) -> int:
+    """The nutpie refit's seed, from a trial's analysis seed: a stream of its own, apart from
+    the batch sampler's attempts (``SeedSequence(seed).spawn``: spawn keys 0, 1, ...)."""
+    return int(np.random.SeedSequence(seed, spawn_key=(NUTPIE_STREAM,)).generate_state(1)[0])
+
+
 class BayesianAnalysis:
     """The plan's analysis model for one design, compiled once, refitted to each trial."""
 
@@ -140,6 +169,8 @@ class BayesianAnalysis:
         )
         self.thresholds = Thresholds()
         self.backend = rules.backend
+        self.model, self.cohort = model, cohort
+        self._fallback: RefitSampler | None = None
         if rules.backend == "batch":
             settings = BatchSettings(
                 chains=rules.chains,
@@ -150,10 +181,33 @@ class BayesianAnalysis:
             )
             self.sampler = BatchSampler(model, self.data_names(), settings, self.thresholds)
         else:
-            settings = SamplerSettings(
-                draws=rules.draws, tune=tune, chains=rules.chains, target_accept=accept
+            self.sampler = self.nutpie_sampler(tune=tune, accept=accept)
+
+    def nutpie_sampler(self, *, tune: int, accept: float) -> RefitSampler:
+        """The plan's model compiled for nutpie (low-rank metric where samples share patients)."""
+        rules = self.plan.analysis.bayesian
+        settings = SamplerSettings(
+            draws=rules.draws, tune=tune, chains=rules.chains, target_accept=accept
+        )
+        return RefitSampler(self.model, settings.for_cohort(self.cohort))
+
+    @property
+    def nutpie(self) -> RefitSampler:
+        """The nutpie sampler: the backend's own, or the batch backend's last resort
+        (``NUTPIE_FALLBACK``, compiled on first need)."""
+        if self.backend == "nutpie":
+            return self.sampler
+        if self._fallback is None:
+            fallback = self.nutpie_sampler(
+                tune=NUTPIE_FALLBACK["tune"], accept=NUTPIE_FALLBACK["target_accept"]
             )
-            self.sampler = RefitSampler(model, settings.for_cohort(cohort))
+            fallback.settings = replace(
+                fallback.settings,
+                draws=NUTPIE_FALLBACK["draws_factor"] * fallback.settings.draws,
+                retry_target_accepts=NUTPIE_FALLBACK["retry_target_accepts"],
+            )
+            self._fallback = fallback
+        return self._fallback
 
     def data_names(self) -> tuple[str, ...]:
         names = ("n_cells", "observed_n_cd49d_pos")
@@ -184,9 +238,15 @@ class BayesianAnalysis:
         try:
             fits = self.sampler.fit([self.data_of(d) for d in datasets], seeds)
         except Exception as err:  # the whole batch failed: every trial gets the error
-            return [self.failed(err) for _ in datasets]
+            return [self.failed(err, "batch") for _ in datasets]
         endpoints = self.batch_endpoint_draws(fits)
-        return [self.rows_of(fit.report, lambda i=i: endpoints[i]) for i, fit in enumerate(fits)]
+        rows = []
+        for i, (fit, dataset, seed) in enumerate(zip(fits, datasets, seeds, strict=True)):
+            if fit.passed:
+                rows.append(self.rows_of(fit.report, lambda i=i: endpoints[i], "batch"))
+            else:
+                rows.append(self.analyse_one(dataset, nutpie_seed(seed)))
+        return rows
 
     def batch_endpoint_draws(self, fits: list) -> list[dict[str, np.ndarray]]:
         """Every endpoint's draws of each fit that passed the gate (an empty dict for one that
@@ -208,11 +268,11 @@ class BayesianAnalysis:
         return endpoints
 
     def analyse_one(self, dataset: pd.DataFrame, seed: int) -> list[dict]:
-        """Rows for one trial with the nutpie backend."""
+        """Rows for one trial fitted by nutpie."""
         try:
-            result = self.sampler.fit(self.data_of(dataset), seed=seed, thresholds=self.thresholds)
+            result = self.nutpie.fit(self.data_of(dataset), seed=seed, thresholds=self.thresholds)
         except Exception as err:
-            return self.failed(err)
+            return self.failed(err, "nutpie")
 
         def endpoints():
             draws = estimand_draws(result.idata["posterior"].to_dataset(), self.spec)
@@ -220,21 +280,23 @@ class BayesianAnalysis:
                 e: np.asarray(endpoint_draws(draws, e)).ravel() for e in self.plan.trial.endpoints
             }
 
-        return self.rows_of(result.report, endpoints)
+        return self.rows_of(result.report, endpoints, "nutpie")
 
-    def failed(self, err: Exception) -> list[dict]:
+    def failed(self, err: Exception, sampler: str) -> list[dict]:
         rules, endpoints = self.plan.analysis.bayesian, self.plan.trial.endpoints
-        return failed_rows(endpoints, rules, "error", type(err).__name__, str(err))
+        rows = failed_rows(endpoints, rules, "error", type(err).__name__, str(err))
+        return [row | {"sampler": sampler} for row in rows]
 
-    def rows_of(self, report, endpoint_values) -> list[dict]:
+    def rows_of(self, report, endpoint_values, sampler: str) -> list[dict]:
         """Decision rows of a gated fit (``endpoint_values()``: each endpoint's draws), or
-        ``not_converged`` rows naming the failures."""
+        ``not_converged`` rows naming the failures; ``sampler`` made the fit."""
         rules, endpoints = self.plan.analysis.bayesian, self.plan.trial.endpoints
         if not report.passed:
             message = "; ".join(report.failures)
-            return failed_rows(endpoints, rules, "not_converged", "DiagnosticsGate", message)
-        values = endpoint_values()
-        rows = []
-        for endpoint in endpoints:
-            rows += decision_rows(values[endpoint], endpoint, rules)
-        return rows
+            rows = failed_rows(endpoints, rules, "not_converged", "DiagnosticsGate", message)
+        else:
+            values = endpoint_values()
+            rows = []
+            for endpoint in endpoints:
+                rows += decision_rows(values[endpoint], endpoint, rules)
+        return [row | {"sampler": sampler} for row in rows]

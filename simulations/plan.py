@@ -81,9 +81,8 @@ QUESTIONS: dict[str, QuestionSpec] = {
         models=("positive_rate", "saturation", "saturation_per_subset"),
     ),
     # kappa_Treg - kappa_other: only the per-subset-kappa model has it.
-    # Paired: not yet validated for the per-subset-kappa model's batch refits.
     "mechanism": QuestionSpec(
-        designs=("cross_sectional",),
+        designs=("cross_sectional", "paired"),
         endpoints=("kappa_difference_Treg_Th17", "kappa_difference_Treg_Th1"),
         models=("saturation_per_subset",),
     ),
