@@ -60,9 +60,17 @@ def empirical_link(cohort: Cohort, link: str, *, observed: bool):
     (subject, subset), from the observed counts; None when the model simulates.
 
     ``(x + 0.5) / (n + 1)`` keeps rates of 0 and 1 finite; the variance is the delta method's
-    (logit: ``1/(x + 0.5) + 1/(n - x + 0.5)``; probit: ``p(1 - p) / (n phi(z)^2)``). Elements
-    without counts get value 0 and variance 1 (the data pin them down loosely at best).
+    (logit: ``1/(x + 0.5) + 1/(n - x + 0.5)``; probit: ``p(1 - p) / ((n + 1) phi(z)^2)``, with
+    the same corrected ``p``). Elements without counts get value 0 and variance 1 (the data pin
+    them down loosely at best).
+
+    Raises
+    ------
+    ValueError
+        If ``link`` is neither ``"logit"`` nor ``"probit"``.
     """
+    if link not in ("logit", "probit"):
+        raise ValueError(f"link must be 'logit' or 'probit', got {link!r}")
     if not observed:
         return None
     count_rows, n_cells, counts = count_data(cohort, observed=True)

@@ -166,8 +166,9 @@ def test_mechanism_trials_are_refitted_with_the_per_subset_model_and_its_kappa_d
     endpoints = analysis.batch_endpoint_draws(fits)
     for fit, draws in zip(fits, endpoints, strict=True):
         kappa = analysis.sampler.posterior(fit, ["kappa"])["kappa"]
-        rows = analysis.rows_of(fit.report, lambda draws=draws: draws)
+        rows = analysis.rows_of(fit.report, lambda draws=draws: draws, "batch")
         for row in rows:
+            assert row["sampler"] == "batch"
             effector = row["endpoint"].rsplit("_", 1)[-1]
             expected = float((kappa.sel(subset="Treg") - kappa.sel(subset=effector)).mean())
             assert row["analysis"] == "bayes_direction" and row["status"] == "ok"
