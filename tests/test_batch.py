@@ -173,3 +173,33 @@ def test_mechanism_trials_are_refitted_with_the_per_subset_model_and_its_kappa_d
             expected = float((kappa.sel(subset="Treg") - kappa.sel(subset=effector)).mean())
             assert row["analysis"] == "bayes_direction" and row["status"] == "ok"
             assert row["estimate"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_trial_that_fails_the_batch_gate_is_refitted_by_nutpie_and_says_so():
+    """After the batch sampler's own retries, a failed trial is refitted by nutpie on a seed
+    stream of its own (twice the plan's draws): its rows are nutpie's gated fit, reproducibly,
+    and name the sampler."""
+    from models.estimands import estimand_draws
+    from simulations.bayes import NUTPIE_FALLBACK, BayesianAnalysis, endpoint_draws, nutpie_seed
+
+    plan = load_plan(ROOT / "simulations" / "plans" / "cross_sectional.toml")
+    frames = [TrialGenerator(plan, Cell("alternative", 8)).draw(seed) for seed in range(2)]
+    analysis = BayesianAnalysis(plan, frames[0])
+    analysis.sampler.thresholds = Thresholds(ess_bulk_min=1e9)  # no batch fit can pass
+    rows = analysis.analyse_batch(frames, [21, 22])
+    settings = analysis.nutpie.settings
+    assert settings.draws == NUTPIE_FALLBACK["draws_factor"] * plan.analysis.bayesian.draws
+    assert settings.target_accept == NUTPIE_FALLBACK["target_accept"]
+    assert nutpie_seed(21) != nutpie_seed(22)
+    assert nutpie_seed(21) not in {
+        int(child.generate_state(1)[0]) for child in np.random.SeedSequence(21).spawn(8)
+    }
+    for frame, seed, trial_rows in zip(frames, [21, 22], rows, strict=True):
+        assert {row["sampler"] for row in trial_rows} == {"nutpie"}
+        assert {row["status"] for row in trial_rows} == {"ok"}
+        again = analysis.nutpie.fit(analysis.data_of(frame), seed=nutpie_seed(seed))
+        assert again.passed
+        draws = estimand_draws(again.idata["posterior"].to_dataset(), analysis.spec)
+        for row in trial_rows:
+            expected = float(endpoint_draws(draws, row["endpoint"]).mean())
+            assert row["estimate"] == pytest.approx(expected, rel=1e-9), row["endpoint"]

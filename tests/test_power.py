@@ -630,19 +630,19 @@ def test_the_ratio_null_moves_every_rate_but_no_ratio():
 
 
 @pytest.mark.slow
-def test_mechanism_tests_hold_their_level_at_a_shared_kappa_and_find_a_treg_kappa():
+@pytest.mark.parametrize("design", ["cross_sectional", "paired"])
+def test_mechanism_tests_hold_their_level_at_a_shared_kappa_and_find_a_treg_kappa(design):
     """The mechanism null is natalizumab acting alike on every subset (kappa 0.4): the probit
-    rank test keeps its level on 2000 null trials; with Treg at 0.55 it rejects far more."""
-    assert_calibrated(
-        null_rejections("cross_sectional", 16, 2000, mixed=False, question="mechanism"), 2000
-    )
-    plan = make_plan("cross_sectional", [32], initial=1, null=1, question="mechanism")
+    rank test (Mann-Whitney of the patients' probit differences; paired: Wilcoxon of their
+    changes) keeps its level on 2000 null trials; with Treg at 0.55 it rejects far more."""
+    assert_calibrated(null_rejections(design, 16, 2000, mixed=False, question="mechanism"), 2000)
+    plan = make_plan(design, [32], initial=1, null=1, question="mechanism")
     generator = TrialGenerator(plan, Cell("alternative", 32))
     rows = []
     for rep in range(100):
         rows += frequentist_rows(
             generator.draw(rep),
-            design="cross_sectional",
+            design=design,
             endpoints=list(plan.trial.endpoints),
             alpha=ALPHA,
             mixed=False,
@@ -660,11 +660,17 @@ def test_type_i_error_of_the_mixed_model_smoke():
 @pytest.mark.validation
 @pytest.mark.parametrize(
     ("design", "n"),
-    [("cross_sectional", 16), ("paired", 16), ("prognostic", 60), ("mechanism", 16)],
+    [
+        ("cross_sectional", 16),
+        ("paired", 16),
+        ("prognostic", 60),
+        ("mechanism", 16),
+        ("mechanism_paired", 16),
+    ],
 )
 def test_type_i_error_of_the_mixed_model_on_2000_null_replicates(design, n):
-    question = "mechanism" if design == "mechanism" else None
-    design = "cross_sectional" if design == "mechanism" else design
+    question = "mechanism" if design.startswith("mechanism") else None
+    design = {"mechanism": "cross_sectional", "mechanism_paired": "paired"}.get(design, design)
     rows = null_rejections(design, n, 2000, mixed=True, question=question)
     assert_calibrated(rows[rows["analysis"] == "mixed_model"], 2000)
 
