@@ -254,7 +254,13 @@ def test_shipped_plans_are_valid_and_hash_stably():
         "paired": "paired",
         "prognostic": "prognostic",
         "mechanism": "cross_sectional",
+        "mechanism_paired": "paired",
     }
+    shipped = {path.stem for path in (ROOT / "simulations" / "plans").glob("*.toml")}
+    assert shipped == set(designs)
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+    reproduced = next(line for line in makefile if line.startswith("PLANS := ")).split()[2:]
+    assert set(reproduced) == shipped  # `make reproduce` runs every shipped plan
     for name, design in designs.items():
         plan = load_plan(ROOT / "simulations" / "plans" / f"{name}.toml")
         assert plan.trial.design == design
