@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce reproduce-full sbc-full test validate env lint lock cohort bench clean
+.PHONY: reproduce reproduce-full sbc-full paper test validate env lint lock cohort bench clean
 
 env: $(STAMP)
 
@@ -93,6 +93,10 @@ $(RESULTS)/validation.log: | $(STAMP)
 	mkdir -p $(RESULTS)
 	$(BIN)/python -m pytest -m validation -n 2 -p no:cacheprovider | tee $@.tmp
 	mv $@.tmp $@
+
+## paper: the pipeline (Snakefile) up to paper/manuscript.pdf, at the reduced scale of pipeline.yaml
+paper: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 2 --config results=$(RESULTS)
 
 ## validate: the long statistical checks that `make test` leaves out (part of `make reproduce`)
 validate: $(STAMP)
