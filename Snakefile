@@ -12,6 +12,7 @@
 # `power_replicates` replicates per cell and SBC with `sbc_draws` prior draws per model; `full`
 # (`make reproduce-full`) runs the plans at their own replicate counts and SBC at 500 draws.
 
+import tomllib
 from pathlib import Path
 
 configfile: "pipeline.yaml"
@@ -38,28 +39,36 @@ FIT_CODE = sources(
     "models",
     extra=[*CLI, "analysis/fit_report.py", "analysis/predictive_checks.py"],
 )
-SIMULATION_CODE = sources(
-    "models",
-    "simulations",
-    extra=[*CLI, "analysis/fig_power_curve.py", "analysis/fig_sample_size_sensitivity.py",
-           "analysis/style.py"],
-)
+SIMULATION_CODE = sources("models", "simulations", extra=CLI)
+FIGURE_CODE = ["analysis/style.py", "uv.lock"]
+
+
+def has_sensitivity(plan):
+    """Whether a plan's file has a ``[sensitivity]`` table (its run then writes
+    sample_size_sensitivity.csv)."""
+    with open(f"simulations/plans/{plan}.toml", "rb") as handle:
+        return bool(tomllib.load(handle).get("sensitivity"))
+
+
+SENSITIVITY_PLANS = [plan for plan in PLANS if has_sensitivity(plan)]
+
+
+RESULT_FILES = [
+    f"{RESULTS}/frequentist/frequentist.csv",
+    expand(f"{RESULTS}/fits/{{model}}/fit.nc", model=FITS),
+    f"{RESULTS}/fits/loo_kappa.csv",
+    f"{RESULTS}/crossval/kfold_compare.csv",
+    expand(f"{RESULTS}/power/{{plan}}/power_curve.png", plan=PLANS),
+    expand(f"{RESULTS}/power/{{plan}}/sample_size_sensitivity.png", plan=SENSITIVITY_PLANS),
+    expand(f"{RESULTS}/sbc/{{model}}/sbc_summary.csv", model=SBC_MODELS),
+    f"{RESULTS}/sample_size_validation.csv",
+]
 
 
 rule all:
     input:
         "paper/manuscript.pdf",
-
-
-rule results:
-    input:
-        f"{RESULTS}/frequentist/frequentist.csv",
-        expand(f"{RESULTS}/fits/{{model}}/fit.nc", model=FITS),
-        f"{RESULTS}/fits/loo_kappa.csv",
-        f"{RESULTS}/crossval/kfold_compare.csv",
-        expand(f"{RESULTS}/power/{{plan}}/power.csv", plan=PLANS),
-        expand(f"{RESULTS}/sbc/{{model}}/sbc_summary.csv", model=SBC_MODELS),
-        f"{RESULTS}/sample_size_validation.csv",
+        RESULT_FILES,
 
 
 rule describe:
@@ -81,6 +90,7 @@ rule fit:
         code=FIT_CODE,
     output:
         f"{RESULTS}/fits/{{model}}/fit.nc",
+        f"{RESULTS}/fits/{{model}}/estimands.csv",
     params:
         out=lambda wildcards: f"{RESULTS}/fits/{wildcards.model}",
     threads: 2
@@ -120,24 +130,59 @@ def power_size(wildcards):
     return " ".join(f"{flag} {value}" for flag, value in options.items() if value is not None)
 
 
+POWER_COMMAND = (
+    "cd49d power {input.plan} --out {params.out} --workers {threads} {params.size} "
+    "--no-figures --no-progress"
+)
+POWER_TABLES = ["power.csv", "type_i_error.csv", "performance.csv", "sample_size.csv"]
+PLAIN_PLANS = [plan for plan in PLANS if plan not in SENSITIVITY_PLANS]
+
+
 rule power:
     input:
         plan="simulations/plans/{plan}.toml",
         configs=sorted(str(p) for p in Path("simulations/configs").glob("*.toml")),
         code=SIMULATION_CODE,
     output:
-        f"{RESULTS}/power/{{plan}}/power.csv",
-        f"{RESULTS}/power/{{plan}}/type_i_error.csv",
-        f"{RESULTS}/power/{{plan}}/performance.csv",
-        f"{RESULTS}/power/{{plan}}/sample_size.csv",
-        f"{RESULTS}/power/{{plan}}/power_curve.png",
+        [f"{RESULTS}/power/{{plan}}/{name}" for name in POWER_TABLES],
+    wildcard_constraints:
+        plan="|".join(PLAIN_PLANS) or "(?!)",
     params:
         out=lambda wildcards: f"{RESULTS}/power/{wildcards.plan}",
         size=power_size,
     threads: CORES
     shell:
-        "cd49d power {input.plan} --out {params.out} --workers {threads} {params.size} "
-        "--no-progress"
+        POWER_COMMAND
+
+
+# A plan with a [sensitivity] table: its run also writes sample_size_sensitivity.csv.
+use rule power as power_with_sensitivity with:
+    output:
+        [f"{RESULTS}/power/{{plan}}/{name}" for name in POWER_TABLES],
+        f"{RESULTS}/power/{{plan}}/sample_size_sensitivity.csv",
+    wildcard_constraints:
+        plan="|".join(SENSITIVITY_PLANS) or "(?!)",
+
+
+rule power_curve:
+    input:
+        power=f"{RESULTS}/power/{{plan}}/power.csv",
+        sizes=f"{RESULTS}/power/{{plan}}/sample_size.csv",
+        code=["analysis/fig_power_curve.py", "simulations/sample_size.py", *FIGURE_CODE],
+    output:
+        f"{RESULTS}/power/{{plan}}/power_curve.png",
+    shell:
+        "python -m analysis.fig_power_curve {input.power} {input.sizes} {output}"
+
+
+rule sensitivity_figure:
+    input:
+        table=f"{RESULTS}/power/{{plan}}/sample_size_sensitivity.csv",
+        code=["analysis/fig_sample_size_sensitivity.py", *FIGURE_CODE],
+    output:
+        f"{RESULTS}/power/{{plan}}/sample_size_sensitivity.png",
+    shell:
+        "python -m analysis.fig_sample_size_sensitivity {input.table} {output}"
 
 
 rule sbc:
@@ -170,7 +215,11 @@ rule sample_size_validation:
 
 rule numbers:
     input:
-        rules.results.input,
+        f"{RESULTS}/frequentist/frequentist.csv",
+        expand(f"{RESULTS}/fits/{{model}}/estimands.csv", model=FITS),
+        f"{RESULTS}/fits/loo_kappa.csv",
+        expand(f"{RESULTS}/power/{{plan}}/sample_size.csv", plan=PLANS),
+        expand(f"{RESULTS}/sbc/{{model}}/sbc_summary.csv", model=SBC_MODELS),
         cohort=COHORT,
         code=["analysis/numbers.py", "uv.lock"],
     output:

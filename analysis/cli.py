@@ -490,6 +490,13 @@ def crossval(
     "tau_subject, tau_subject_subset, visit_sd (paired), events_per_gate_scale, "
     "exacerbation_log_or.",
 )
+@click.option(
+    "--figures/--no-figures",
+    default=True,
+    show_default=True,
+    help="Draw power_curve.png (and sample_size_sensitivity.png); the pipeline draws them in "
+    "rules of their own, so that a change of a figure reruns no simulation.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def power(
     plan_file: Path,
@@ -501,13 +508,15 @@ def power(
     replicates: int | None,
     bayes_replicates: int | None,
     vary: tuple[str, ...],
+    figures: bool,
     no_progress: bool,
 ) -> None:
     """Simulate trials from a PLAN.toml and estimate power and sample size.
 
-    Writes power.csv, type_i_error.csv, sample_size.csv, performance.csv, power_curve.png,
-    records.parquet and records/ (one file per replicate) under --out; with --vary or a
-    [sensitivity] table also sample_size_sensitivity.csv and .png, each variant's run under
+    Writes power.csv, type_i_error.csv, sample_size.csv, performance.csv, power_curve.png
+    (unless --no-figures), records.parquet and records/ (one file per replicate) under --out;
+    with --vary or a [sensitivity] table also sample_size_sensitivity.csv and .png, each
+    variant's run under
     --out/sensitivity/. Rerunning the same command resumes: stored replicates are skipped,
     results are identical to an uninterrupted run. Every trial is simulated from the package's
     models: no output is a measurement of any study.
@@ -546,17 +555,20 @@ def power(
         )
     except (StoreMismatch, ValueError) as err:
         fail([str(err)])
-    from analysis.fig_power_curve import make as make_figure
+    if figures:
+        from analysis.fig_power_curve import make as make_figure
 
-    make_figure(out / "power.csv", out / "sample_size.csv", out / "power_curve.png")
+        make_figure(out / "power.csv", out / "sample_size.csv", out / "power_curve.png")
     for line in describe_run(outputs):
         click.echo(line)
     if varied:
-        run_variations(plan, out, varied, outputs, workers, scheduler, not no_progress)
+        run_variations(plan, out, varied, outputs, workers, scheduler, not no_progress, figures)
     click.echo(f"Written under {out}/ (simulated trials, not study data).")
 
 
-def run_variations(plan, out: Path, varied: dict, outputs, workers, scheduler, progress) -> None:
+def run_variations(
+    plan, out: Path, varied: dict, outputs, workers, scheduler, progress, figures: bool
+) -> None:
     """Run each varied assumption's plans, then write and summarise the sensitivity table."""
     from analysis.fig_sample_size_sensitivity import make as make_sensitivity_figure
     from simulations.cohort import write_atomically
@@ -576,7 +588,8 @@ def run_variations(plan, out: Path, varied: dict, outputs, workers, scheduler, p
     )
     path = out / "sample_size_sensitivity.csv"
     write_atomically(table.to_csv(index=False, lineterminator="\n"), path)
-    make_sensitivity_figure(path, out / "sample_size_sensitivity.png")
+    if figures:
+        make_sensitivity_figure(path, out / "sample_size_sensitivity.png")
     for row in table[table["target_power"] == 0.8].itertuples():
         click.echo(
             f"80% power at {row.assumption} = {row.value:g}: {row.endpoint} {row.analysis}: "

@@ -130,19 +130,30 @@ def touch_outputs(tree: Path) -> None:
 def test_a_complete_build_leaves_no_work_and_a_plan_change_reruns_only_what_uses_it(tmp_path):
     tree = scratch_tree(tmp_path)
     everything = planned_jobs(tree)
-    assert everything["power"] == 5 and everything["fit"] == 4 and everything["manuscript"] == 1
+    assert everything["power"] + everything["power_with_sensitivity"] == 5
+    assert everything["fit"] == 4 and everything["manuscript"] == 1
     touch_outputs(tree)
     assert planned_jobs(tree) == {}
     plan = tree / "simulations" / "plans" / "prognostic.toml"
     later = time.time() + 10
     os.utime(plan, (later, later))
     assert planned_jobs(tree) == {
-        "power": 1,
+        "power_with_sensitivity": 1,
+        "power_curve": 1,
+        "sensitivity_figure": 1,
         "sample_size_validation": 1,
         "numbers": 1,
         "manuscript": 1,
         "all": 1,
     }
+
+
+def test_a_figure_change_redraws_the_figure_and_reruns_no_simulation(tmp_path):
+    tree = scratch_tree(tmp_path)
+    touch_outputs(tree)
+    later = time.time() + 10
+    os.utime(tree / "analysis" / "fig_power_curve.py", (later, later))
+    assert planned_jobs(tree) == {"power_curve": 5, "all": 1}
 
 
 def test_a_model_code_change_reruns_every_result_of_that_model_and_no_other(tmp_path):
@@ -151,5 +162,6 @@ def test_a_model_code_change_reruns_every_result_of_that_model_and_no_other(tmp_
     later = time.time() + 10
     os.utime(tree / "models" / "saturation.py", (later, later))
     jobs = planned_jobs(tree)
-    assert jobs["fit"] == 4 and jobs["power"] == 5 and jobs["sbc"] == 5
+    assert jobs["fit"] == 4 and jobs["sbc"] == 5
+    assert jobs["power"] + jobs["power_with_sensitivity"] == 5
     assert "sample_size_validation" not in jobs  # binomial draws only: no model code

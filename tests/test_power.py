@@ -803,3 +803,19 @@ def test_rope_and_precision_are_read_on_each_endpoints_scale():
     assert ratio["bayes_precision"]["success"]  # ... < 0.5, the log ratio's default
     assert kappa["bayes_rope"]["std_error"] == pytest.approx(np.std(draws, ddof=1))
     assert kappa["bayes_rope"]["ci_low"] == pytest.approx(np.quantile(draws, 0.025))
+
+
+def test_no_figures_writes_the_tables_and_no_figure(run_cli, tmp_path):
+    """The pipeline draws the figures in rules of their own (``--no-figures``); a rerun
+    without it resumes the stored run and draws them."""
+    text = GOOD.replace("n = [8, 16]", "n = [6, 8]") + (
+        "[replicates]\ninitial = 2\nnull = 2\n[analysis.bayesian]\nenabled = false\n"
+    )
+    plan, out = plan_toml(tmp_path, text), tmp_path / "out"
+    result = run_cli("power", plan, "--out", out, "--no-figures", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (out / "power.csv").exists() and (out / "sample_size.csv").exists()
+    assert not (out / "power_curve.png").exists()
+    result = run_cli("power", plan, "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (out / "power_curve.png").stat().st_size > 0
