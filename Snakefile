@@ -228,11 +228,24 @@ rule numbers:
         f"python -m analysis.numbers {RESULTS} {{input.cohort}} {{output}}"
 
 
+rule figure_planning:
+    input:
+        expand(f"{RESULTS}/power/{{plan}}/power.csv", plan=PLANS),
+        expand(f"{RESULTS}/power/{{plan}}/sample_size.csv", plan=PLANS),
+        code=["analysis/fig_planning.py", "analysis/fig_power_curve.py", *FIGURE_CODE],
+    output:
+        "paper/figures/fig4_planning.pdf",
+        "paper/figures/fig4_planning.png",
+    shell:
+        f"python -m analysis.fig_planning {RESULTS}/power paper/figures/fig4_planning"
+
+
 rule manuscript:
     input:
         source="paper/manuscript.typ",
         bibliography="paper/references.bib",
         numbers="paper/generated/numbers.json",
+        figures=["paper/figures/fig4_planning.pdf"],
         code=["analysis/manuscript.py", "uv.lock"],
     output:
         "paper/manuscript.pdf",

@@ -24,18 +24,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator, ScalarFormatter
 
-from analysis.style import panel_grid
+from analysis.style import ANALYSIS_COLOURS, panel_grid
 from simulations.sample_size import interpolated_curve
 
-ANALYSIS_COLOURS = {
-    "mann_whitney": "#4C72B0",
-    "wilcoxon": "#55A868",
-    "logistic_lr": "#C44E52",
-    "mixed_model": "#8172B3",
-    "bayes_direction": "#DD8452",
-    "bayes_rope": "#937860",
-    "bayes_precision": "#DA8BC3",
-}
 #: Colours, in order, for analyses not named in ANALYSIS_COLOURS (sorted by name).
 EXTRA_COLOURS = ("#8C8C8C", "#CCB974", "#64B5CD", "#222222")
 TARGET_POWERS = (0.8, 0.9)

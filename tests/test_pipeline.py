@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import fig_planning
 from analysis.manuscript import compile_pdf
 from analysis.numbers import gather
 from tests.conftest import ROOT
@@ -69,9 +70,18 @@ def test_numbers_leave_out_sections_without_results(tmp_path):
     assert set(numbers) == {"cohort"}
 
 
+def test_the_planning_figure_is_drawn_from_the_power_tables(tmp_path):
+    paths = fig_planning.make(FIXTURE / "power", tmp_path / "fig4")
+    assert [p.name for p in paths] == ["fig4.pdf", "fig4.png"]
+    assert paths[0].read_bytes().startswith(b"%PDF") and paths[1].stat().st_size > 10_000
+
+
 def test_the_manuscript_compiles_from_the_numbers_with_and_without_results(tmp_path):
     paper = tmp_path / "paper"
-    shutil.copytree(ROOT / "paper", paper, ignore=shutil.ignore_patterns("generated", "*.pdf"))
+    shutil.copytree(
+        ROOT / "paper", paper, ignore=shutil.ignore_patterns("generated", "figures", "*.pdf")
+    )
+    fig_planning.make(FIXTURE / "power", paper / "figures" / "fig4_planning")
     for name, results in {"full": FIXTURE, "empty": tmp_path / "none"}.items():
         results.mkdir(exist_ok=True)
         numbers = paper / "generated" / f"{name}.json"
@@ -141,6 +151,7 @@ def test_a_complete_build_leaves_no_work_and_a_plan_change_reruns_only_what_uses
         "power_with_sensitivity": 1,
         "power_curve": 1,
         "sensitivity_figure": 1,
+        "figure_planning": 1,
         "sample_size_validation": 1,
         "numbers": 1,
         "manuscript": 1,
@@ -153,7 +164,8 @@ def test_a_figure_change_redraws_the_figure_and_reruns_no_simulation(tmp_path):
     touch_outputs(tree)
     later = time.time() + 10
     os.utime(tree / "analysis" / "fig_power_curve.py", (later, later))
-    assert planned_jobs(tree) == {"power_curve": 5, "all": 1}
+    # the planning figure reuses the power curve's table reader, and the manuscript shows it
+    assert planned_jobs(tree) == {"power_curve": 5, "figure_planning": 1, "manuscript": 1, "all": 1}
 
 
 def test_a_model_code_change_reruns_every_result_of_that_model_and_no_other(tmp_path):
