@@ -228,6 +228,19 @@ rule numbers:
         f"python -m analysis.numbers {RESULTS} {{input.cohort}} {{output}}"
 
 
+rule figure_data:
+    input:
+        cohort=COHORT,
+        estimands=f"{RESULTS}/fits/positive_rate/estimands.csv",
+        code=["analysis/fig_data_estimates.py", "models/schema.py", *FIGURE_CODE],
+    output:
+        "paper/figures/fig1_data.pdf",
+        "paper/figures/fig1_data.png",
+    shell:
+        "python -m analysis.fig_data_estimates {input.cohort} {input.estimands} "
+        "paper/figures/fig1_data"
+
+
 rule figure_planning:
     input:
         expand(f"{RESULTS}/power/{{plan}}/power.csv", plan=PLANS),
@@ -245,7 +258,7 @@ rule manuscript:
         source="paper/manuscript.typ",
         bibliography="paper/references.bib",
         numbers="paper/generated/numbers.json",
-        figures=["paper/figures/fig4_planning.pdf"],
+        figures=["paper/figures/fig1_data.pdf", "paper/figures/fig4_planning.pdf"],
         code=["analysis/manuscript.py", "uv.lock"],
     output:
         "paper/manuscript.pdf",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import fig_planning
+from analysis import fig_data_estimates, fig_planning
 from analysis.manuscript import compile_pdf
 from analysis.numbers import gather
 from tests.conftest import ROOT
@@ -70,6 +70,21 @@ def test_numbers_leave_out_sections_without_results(tmp_path):
     assert set(numbers) == {"cohort"}
 
 
+def test_the_data_figure_shows_every_subject_and_the_posterior_rates(tmp_path):
+    import matplotlib.pyplot as plt
+
+    estimands = FIXTURE / "fits" / "positive_rate" / "estimands.csv"
+    shown = []
+    original = plt.Axes.scatter
+    plt.Axes.scatter = lambda ax, x, y, **kw: shown.append(len(y)) or original(ax, x, y, **kw)
+    try:
+        paths = fig_data_estimates.make(COHORT, estimands, tmp_path / "fig1")
+    finally:
+        plt.Axes.scatter = original
+    assert sum(shown) == len(pd.read_csv(COHORT))  # one point per subject and subset
+    assert paths[0].read_bytes().startswith(b"%PDF")
+
+
 def test_the_planning_figure_is_drawn_from_the_power_tables(tmp_path):
     paths = fig_planning.make(FIXTURE / "power", tmp_path / "fig4")
     assert [p.name for p in paths] == ["fig4.pdf", "fig4.png"]
@@ -82,6 +97,8 @@ def test_the_manuscript_compiles_from_the_numbers_with_and_without_results(tmp_p
         ROOT / "paper", paper, ignore=shutil.ignore_patterns("generated", "figures", "*.pdf")
     )
     fig_planning.make(FIXTURE / "power", paper / "figures" / "fig4_planning")
+    estimands = FIXTURE / "fits" / "positive_rate" / "estimands.csv"
+    fig_data_estimates.make(COHORT, estimands, paper / "figures" / "fig1_data")
     for name, results in {"full": FIXTURE, "empty": tmp_path / "none"}.items():
         results.mkdir(exist_ok=True)
         numbers = paper / "generated" / f"{name}.json"
