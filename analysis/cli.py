@@ -329,7 +329,8 @@ def fit(
         ]
         lines += [f"  {failure}" for failure in result.report.failures]
         lines += [
-            f"per-parameter diagnostics: {out_dir / 'diagnostics.csv'}; nothing else was written."
+            f"per-parameter diagnostics: {out_dir / 'diagnostics.csv'}; nothing else was written, "
+            "and no earlier fit's outputs are left in the folder."
         ]
         for line in lines:
             click.echo(line, err=True)

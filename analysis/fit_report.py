@@ -64,6 +64,9 @@ def run_fit(
             "samples share patients (patient_id): nutpie adapts a low-rank mass matrix, since "
             "each patient's effects tie the group means together"
         )
+    removed = remove_previous_outputs(out_dir)
+    if removed:
+        say(f"removed the previous fit's outputs in {out_dir}: {', '.join(removed)}")
     result = fit_gated(lambda: model, request.settings, request.thresholds, seed=request.seed)
     write_csv(result.report.table, out_dir / "diagnostics.csv")
     if not result.passed:
@@ -86,12 +89,39 @@ def run_fit(
     write_csv(identification, out_dir / "identification.csv")
     write_csv(power_scaling_table(model, idata, names), out_dir / "power_scaling.csv")
     write_predictive_checks(idata, cohort, out_dir)
-    write_netcdf(idata, out_dir / "fit.nc")
     if request.sensitivity and spec.uses_saturation and request.prior_set == "default":
         say(f"refitting under the {ALTERNATIVE_PRIOR} prior for prior sensitivity")
         write_prior_sensitivity(cohort, request, estimands, out_dir)
+    write_netcdf(idata, out_dir / "fit.nc")  # last: its presence means every output is current
     say(headline(estimands, identification))
     return result
+
+
+#: What a fit writes (``fit.nc`` last, as the mark of a complete fit).
+FIT_OUTPUTS = (
+    "fit.nc",
+    "estimands.csv",
+    "identification.csv",
+    "power_scaling.csv",
+    "prior_sensitivity.csv",
+    "predictive_checks.csv",
+    "ppc_prior.png",
+    "ppc_posterior.png",
+    "diagnostics.csv",
+)
+
+
+def remove_previous_outputs(out_dir: Path) -> list[str]:
+    """Remove a previous fit's outputs from ``out_dir`` before fitting, so that none outlives a
+    fit that fails the gate or is stopped (a build tool would take a stale ``fit.nc`` for the
+    current one). Returns the names removed."""
+    removed = []
+    for name in FIT_OUTPUTS:
+        path = out_dir / name
+        if path.exists():
+            path.unlink()
+            removed.append(name)
+    return removed
 
 
 HEADLINE_ESTIMANDS = (

@@ -84,7 +84,12 @@ def test_descriptive_model_matches_raw_proportions_for_large_cells(positive_rate
 
 
 def test_failed_gate_exits_3_and_names_diagnostics(run_cli, tmp_path):
+    """A failed fit writes only its diagnostics, and removes an earlier fit's outputs from the
+    folder: a stale fit.nc would pass for the current one."""
     out = tmp_path / "failed"
+    out.mkdir()
+    for name in ("fit.nc", "estimands.csv", "ppc_posterior.png"):
+        (out / name).write_text("an earlier fit's output", encoding="utf-8")
     result = run_cli(
         "fit",
         GOOD_MINIMAL,
@@ -102,6 +107,8 @@ def test_failed_gate_exits_3_and_names_diagnostics(run_cli, tmp_path):
     assert result.exit_code == 3
     assert "failed the diagnostics gate after target acceptance 0.9, 0.97" in result.stderr
     assert "bulk ESS < 400" in result.stderr
+    assert "removed the previous fit's outputs" in result.stderr
+    assert "fit.nc, estimands.csv, ppc_posterior.png" in result.stderr
     assert {p.name for p in out.iterdir()} == {"diagnostics.csv"}
 
 
