@@ -17,16 +17,16 @@ Outputs under ``--out`` (documented in README.md, "Planning a study"):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
 from simulations.cohort import DEFAULT_CONFIG, write_atomically
+from simulations.digests import code_digest, file_digest
 from simulations.engine import RunContext, Study, run_rounds
 from simulations.observable import estimand_truths, observable_effect
 from simulations.plan import Plan
@@ -43,27 +43,22 @@ class PowerOutputs:
     type_i: pd.DataFrame
     sample_size: pd.DataFrame
     performance: pd.DataFrame
+    #: What differed in the stale results that ``--replace-stale`` deleted (empty: none).
+    replaced: tuple[str, ...] = ()
 
 
-def file_digest(path: Path | str | None) -> str:
-    if path is None:
-        return ""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-#: The packages whose source decides a replicate's result (``code_digest``).
-CODE_PACKAGES = ("models", "simulations")
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def code_digest(root: Path = SOURCE_ROOT) -> str:
-    """SHA-256 of the package version and of every ``.py`` file of ``CODE_PACKAGES``."""
-    digest = hashlib.sha256(metadata.version("cd49d").encode())
-    for package in CODE_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+#: What a run writes beside its records: deleted with them when stale results are replaced.
+DERIVED_OUTPUTS = (
+    "records.parquet",
+    "power.csv",
+    "type_i_error.csv",
+    "sample_size.csv",
+    "performance.csv",
+    "power_curve.png",
+    "sample_size_sensitivity.csv",
+    "sample_size_sensitivity.png",
+    "sensitivity",
+)
 
 
 def input_digests(plan: Plan) -> dict[str, str]:
@@ -110,17 +105,21 @@ def run_plan(
     progress: bool = True,
     observable: dict | None = None,
     study: Study | None = None,
+    replace_stale: bool = False,
 ) -> PowerOutputs:
     """Run (or resume) a plan and write its records and summary tables under ``out``.
 
     ``observable``: the plan's ``simulations.observable.observable_effect`` if already computed
     (it is stored in the manifest). ``study``: the Generate and Analyse functions
     (``simulations.engine.Study``; default the package's own, ``POWER_STUDY``).
+    ``replace_stale``: delete the results of a folder made from other inputs and start afresh
+    (``PowerOutputs.replaced`` says what had changed) instead of refusing it.
 
     Raises
     ------
     simulations.store.StoreMismatch
-        If ``out`` holds another plan's results (nothing is run or written).
+        If ``out`` holds another plan's results and ``replace_stale`` is false (nothing is run
+        or written).
     ValueError
         If the design prior lacks a generating parameter, or the plan asks the mechanism
         question, whose per-subset kappa a fit of the shared-kappa models cannot give
@@ -135,13 +134,16 @@ def run_plan(
     if prior is not None:
         DesignPrior(prior)  # refuse an unusable fit before anything is written
     result_hash = plan.result_hash(file_digest(prior))
-    Store(out, result_hash).open(manifest(plan, result_hash, prior, observable))
+    store = Store(out, result_hash, DERIVED_OUTPUTS)
+    replaced = store.open(
+        manifest(plan, result_hash, prior, observable), replace_stale=replace_stale
+    )
     context = RunContext(plan, str(out), result_hash, prior, save_datasets, study)
     records = run_rounds(context, workers=workers, scheduler=scheduler, progress=progress)
-    Store(out, result_hash).remove_temporaries()
+    store.remove_temporaries()
     outputs = summarise_records(records, truths_for(plan, design_prior=prior is not None))
     write_outputs(outputs, Path(out))
-    return outputs
+    return replace(outputs, replaced=tuple(replaced))
 
 
 def truths_for(plan: Plan, *, design_prior: bool) -> pd.DataFrame:

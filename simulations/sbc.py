@@ -54,6 +54,8 @@ from models.names import MODEL_NAMES
 from models.registry import MODELS
 from models.sensitivity import SUBJECT_DIMS
 from simulations.cohort import cohort_csv_text, design_frame, load_config, write_atomically
+from simulations.digests import code_digest
+from simulations.store import remove_entries
 from simulations.workers import worker_pool
 
 #: Posterior draws kept per fit for the ranks (equally spaced in each chain): ranks 0..THINNED.
@@ -376,40 +378,78 @@ def example_cohort(config: SbcConfig) -> str:
     return cohort_csv_text(generator.draw(replicate_seeds(config, 0)[0])[1])
 
 
-def open_store(config: SbcConfig, out: Path) -> None:
-    """Create the output folder or check that it holds this configuration's results.
+#: What an SBC folder holds: deleted together when stale results are replaced.
+SBC_ENTRIES = (
+    "manifest.json",
+    "records",
+    "ranks.parquet",
+    "sbc_summary.csv",
+    "fits.csv",
+    "sbc_ecdf.png",
+)
+
+
+def stale_reasons(stored: dict, config: SbcConfig) -> list[str]:
+    """What differs between a stored SBC run and ``config`` with today's code, in words."""
+    reasons = []
+    if stored.get("digest") != config.digest():
+        reasons.append(
+            f"another configuration (model {stored.get('config', {}).get('model')!r}, prior "
+            "set, seed or sampler settings)"
+        )
+    if stored.get("inputs", {}).get("code") != code_digest():
+        reasons.append("the model and simulation code (package version or source files) changed")
+    return reasons
+
+
+def open_store(config: SbcConfig, out: Path, *, replace_stale: bool = False) -> list[str]:
+    """Create the output folder or check that it holds this configuration's results, made
+    by this code. With ``replace_stale``, a folder of other inputs is emptied and started
+    afresh. Returns what had changed (empty when the folder is new or current).
 
     Raises
     ------
     ValueError
-        If ``out`` holds results of another model, prior or setting.
+        If ``out`` holds results of another model, prior, setting or code, and
+        ``replace_stale`` is false.
     """
     path = out / "manifest.json"
+    reasons = []
     if path.exists():
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored.get("digest") != config.digest():
+        reasons = stale_reasons(json.loads(path.read_text(encoding="utf-8")), config)
+        if not reasons:
+            return []
+        if not replace_stale:
             raise ValueError(
-                f"{out} holds SBC results of another configuration (model "
-                f"{stored.get('config', {}).get('model')!r}); choose another --out folder"
+                f"{out} holds SBC results of {'; '.join(reasons)}; choose another --out folder "
+                "(or remove this one, or --replace-stale)"
             )
-        return
+        remove_entries(out, SBC_ENTRIES)
     versions = {name: metadata.version(name) for name in ("pymc", "jax", "blackjax", "numpy")}
     manifest = {
         "config": json.loads(json.dumps(asdict(config), default=str)),
         "digest": config.digest(),
+        "inputs": {"code": code_digest()},
         "python": platform.python_version(),
         "versions": versions,
         "note": "simulation-based calibration: every cohort is simulated from the model's prior",
     }
     write_atomically(json.dumps(manifest, indent=2, sort_keys=True) + "\n", path)
+    return reasons
 
 
 def run_sbc(
-    config: SbcConfig, out: Path | str, *, workers: int = 1, progress: bool = True
+    config: SbcConfig,
+    out: Path | str,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    replace_stale: bool = False,
 ) -> pd.DataFrame:
-    """Run (or resume) SBC and return every stored row."""
+    """Run (or resume) SBC and return every stored row (``replace_stale``: see
+    ``open_store``)."""
     out = Path(out)
-    open_store(config, out)
+    open_store(config, out, replace_stale=replace_stale)
     chunks = -(-config.draws // config.chunk)
     pending = [c for c in range(chunks) if not chunk_path(out, c).exists()]
     with tqdm(total=len(pending) * config.chunk, unit="fit", disable=not progress) as bar:

@@ -10,13 +10,16 @@ A record is written to a temporary name and renamed, so a killed run leaves whol
 none (and partial temporary files, which the end of the next run deletes); a rerun skips every
 replicate whose record exists. A folder holding another plan's results (a different result
 hash), or results made from another cohort configuration or other code (``inputs`` digests), is
-refused rather than mixed, with a message naming what changed.
+refused rather than mixed, with a message naming what changed; with ``replace_stale`` (the
+command's ``--replace-stale``, which the pipeline uses) its results are deleted and the run
+starts afresh.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,34 +55,59 @@ def changed_inputs(stored: dict, current: dict) -> list[str]:
     return changed
 
 
-class Store:
-    """Records of one plan's run under ``root``."""
+def remove_entries(root: Path, names) -> None:
+    """Delete the files and folders ``names`` under ``root`` where they exist."""
+    for name in names:
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
-    def __init__(self, root: Path | str, result_hash: str) -> None:
+
+class Store:
+    """Records of one plan's run under ``root``.
+
+    ``derived``: the names of what a run writes beside its records (tables, figures, variant
+    folders), deleted with them when stale results are replaced.
+    """
+
+    #: What the store itself writes under ``root``.
+    OWN_ENTRIES = ("manifest.json", "records", "datasets")
+
+    def __init__(self, root: Path | str, result_hash: str, derived: tuple[str, ...] = ()) -> None:
         self.root = Path(root)
         self.result_hash = result_hash
+        self.derived = derived
 
-    def open(self, manifest: dict) -> None:
+    def open(self, manifest: dict, *, replace_stale: bool = False) -> list[str]:
         """Create the folder, or check that it belongs to this plan and these inputs.
+
+        With ``replace_stale``, a folder of other inputs has its results deleted and is
+        started afresh. Returns what changed (empty when the folder is new or current).
 
         Raises
         ------
         StoreMismatch
             If ``manifest.json`` names another result hash or other input digests
             (``manifest["inputs"]``: the cohort configuration's contents, the code), saying
-            which input changed.
+            which input changed, and ``replace_stale`` is false.
         """
         path = self.root / "manifest.json"
+        changed = []
         if path.exists():
             stored = json.loads(path.read_text(encoding="utf-8"))
             changed = changed_inputs(stored, {**manifest, "result_hash": self.result_hash})
-            if changed:
+            if not changed:
+                return []
+            if not replace_stale:
                 raise StoreMismatch(
                     f"{self.root} holds results of other inputs: {'; '.join(changed)}. "
-                    "Choose another --out folder (or remove this one)"
+                    "Choose another --out folder (or remove this one, or --replace-stale)"
                 )
-            return
+            remove_entries(self.root, (*self.OWN_ENTRIES, *self.derived))
         write_atomically(json.dumps(manifest, indent=2, sort_keys=True) + "\n", path)
+        return changed
 
     def record_path(self, cell_id: str, rep: int) -> Path:
         return self.root / "records" / cell_id / f"rep-{rep:06d}.parquet"

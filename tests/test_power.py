@@ -258,9 +258,10 @@ def test_shipped_plans_are_valid_and_hash_stably():
     }
     shipped = {path.stem for path in (ROOT / "simulations" / "plans").glob("*.toml")}
     assert shipped == set(designs)
-    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
-    reproduced = next(line for line in makefile if line.startswith("PLANS := ")).split()[2:]
-    assert set(reproduced) == shipped  # `make reproduce` runs every shipped plan
+    import yaml
+
+    pipeline = yaml.safe_load((ROOT / "pipeline.yaml").read_text(encoding="utf-8"))
+    assert set(pipeline["plans"]) == shipped  # `make reproduce` (the pipeline) runs every plan
     for name, design in designs.items():
         plan = load_plan(ROOT / "simulations" / "plans" / f"{name}.toml")
         assert plan.trial.design == design
@@ -321,15 +322,37 @@ def test_a_folder_is_refused_after_its_cohort_configuration_was_edited(tmp_path)
         run_plan(more, out, progress=False)
     assert str(refused.value) == (
         f"{out} holds results of other inputs: the cohort configuration file's contents "
-        "changed. Choose another --out folder (or remove this one)"
+        "changed. Choose another --out folder (or remove this one, or --replace-stale)"
     )
     assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_replace_stale_starts_a_folder_of_other_inputs_afresh_and_says_why(tmp_path):
+    plan = make_plan(
+        "cross_sectional",
+        [8],
+        initial=2,
+        null=0,
+        effect={"kappa": 0.4},
+        analysis={"mixed_model": False, "bayesian": {"enabled": False}},
+    )
+    out = tmp_path / "out"
+    first = run_plan(plan, out, progress=False)
+    other = plan.model_copy(update={"root_seed": plan.root_seed + 1})
+    again = run_plan(other, out, progress=False, replace_stale=True)
+    assert len(again.replaced) == 1
+    assert again.replaced[0].startswith("the plan or design prior changed (result hash")
+    changed = ["estimate", "p_value"]
+    assert not again.records[changed].equals(first.records[changed])  # none of it kept
+    fresh = run_plan(other, tmp_path / "fresh", progress=False)
+    pd.testing.assert_frame_equal(again.power, fresh.power)
+    assert run_plan(other, out, progress=False, replace_stale=True).replaced == ()
 
 
 def test_the_code_digest_changes_with_any_source_file(tmp_path):
     import shutil
 
-    from simulations.power import CODE_PACKAGES, SOURCE_ROOT, code_digest
+    from simulations.digests import CODE_PACKAGES, SOURCE_ROOT, code_digest
 
     for package in CODE_PACKAGES:
         shutil.copytree(

@@ -89,6 +89,33 @@ def test_another_configuration_is_refused(tmp_path):
         run_sbc(SbcConfig(model="saturation", draws=1, group_sizes=SMALL), tmp_path)
 
 
+def test_a_folder_made_by_other_code_is_refused_or_with_replace_stale_emptied(tmp_path):
+    import json
+
+    from simulations.sbc import open_store
+
+    config = SbcConfig(model="positive_rate", draws=1, group_sizes=SMALL)
+    open_store(config, tmp_path)
+    manifest = tmp_path / "manifest.json"
+    stored = json.loads(manifest.read_text(encoding="utf-8"))
+    stored["inputs"]["code"] = "0" * 64  # as if written by an earlier version of models/
+    manifest.write_text(json.dumps(stored), encoding="utf-8")
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "chunk-00000.parquet").write_bytes(b"stale")
+    with pytest.raises(ValueError) as refused:
+        open_store(config, tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path} holds SBC results of the model and simulation code (package version or "
+        "source files) changed; choose another --out folder (or remove this one, or "
+        "--replace-stale)"
+    )
+    assert open_store(config, tmp_path, replace_stale=True) == [
+        "the model and simulation code (package version or source files) changed"
+    ]
+    assert not (tmp_path / "records").exists()
+    assert open_store(config, tmp_path) == []  # current now: resumed, not replaced
+
+
 def test_seeds_depend_only_on_model_and_replicate():
     config = SbcConfig(model="saturation", draws=10)
     assert replicate_seeds(config, 3) == replicate_seeds(
