@@ -124,7 +124,7 @@ def add_rate_likelihood(cohort: Cohort, rate_subject: pt.TensorVariable, *, obse
         sd = pm.HalfNormal("pct_logit_sd", PCT_LOGIT_SD_PRIOR)
         pm.Normal(
             "logit_pct",
-            mu=pt.logit(rate[pct_rows]),
+            mu=pm.math.logit(rate[pct_rows]),
             sigma=sd,
             observed=logit(pct / 100) if observed else None,
             dims="pct_row",

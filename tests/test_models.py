@@ -107,3 +107,21 @@ def test_command_line_names_match_the_registry_and_samplers():
     assert tuple(registry.MODELS) == names.MODEL_NAMES
     assert registry.PRIOR_SETS == names.PRIOR_SETS
     assert fit.SAMPLERS == names.SAMPLERS
+
+
+@pytest.mark.parametrize("name", ["positive_rate", "saturation", "exacerbation"])
+def test_a_cohort_with_percentage_only_rows_builds_and_scores(name):
+    """Rows that give only % CD49d+ enter through their logit (models/likelihood.py)."""
+    from models.registry import MODELS
+
+    frame = design(3).rows.copy()
+    frame["exacerbation"] = np.where(frame["group"] == "MS_NTZ", 0.0, np.nan)
+    frame.loc[:2, "n_cells"] = np.nan
+    frame.loc[:2, "pct_cd49d_pos"] = [80.0, 70.0, 12.0]
+    frame.loc[3:, "n_cd49d_pos"] = frame.loc[3:, "n_cells"] // 2
+    cohort = Cohort.from_frame(frame, CohortSpec(), source="percentages")
+    model = MODELS[name].build(cohort)
+    labels = [f"{r.subject_id}:{r.subset}" for r in frame.iloc[:3].itertuples()]
+    assert list(model.coords["pct_row"]) == labels
+    percentages_logp = model.compile_logp(vars=[model["logit_pct"]])
+    assert np.isfinite(percentages_logp(model.initial_point()))
