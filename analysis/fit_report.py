@@ -2,9 +2,9 @@
 
 Outputs in the output folder (README.md, 'Outputs of cd49d fit'):
 ``fit.nc``, ``estimands.csv``, ``diagnostics.csv``, ``identification.csv``,
-``power_scaling.csv``, ``predictive_checks.csv``, ``ppc_prior.png``, ``ppc_posterior.png`` and,
-for saturation models, ``prior_sensitivity.csv``. A fit that fails the diagnostics gate writes
-only ``diagnostics.csv``.
+``power_scaling.csv``, ``predictive_checks.csv``, ``ppc_prior.png``, ``ppc_posterior.png``,
+``ppc_new_subjects.csv`` and, for saturation models, ``prior_sensitivity.csv``. A fit that fails
+the diagnostics gate writes only ``diagnostics.csv``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.predictive_checks import predictive_check_figure
+from analysis.predictive_checks import (
+    new_subject_check,
+    new_subject_seed,
+    predictive_check_figure,
+)
 from models.data import Cohort
 from models.diagnostics import Thresholds
 from models.estimands import estimand_table
@@ -89,6 +93,10 @@ def run_fit(
     write_csv(identification, out_dir / "identification.csv")
     write_csv(power_scaling_table(model, idata, names), out_dir / "power_scaling.csv")
     write_predictive_checks(idata, cohort, out_dir)
+    check = new_subject_check(
+        model, idata, cohort, seed=new_subject_seed(request.seed), model_name=spec.name
+    )
+    write_csv(check, out_dir / "ppc_new_subjects.csv")
     if request.sensitivity and spec.uses_saturation and request.prior_set == "default":
         say(f"refitting under the {ALTERNATIVE_PRIOR} prior for prior sensitivity")
         write_prior_sensitivity(cohort, request, estimands, out_dir)
@@ -107,6 +115,7 @@ FIT_OUTPUTS = (
     "predictive_checks.csv",
     "ppc_prior.png",
     "ppc_posterior.png",
+    "ppc_new_subjects.csv",
     "diagnostics.csv",
 )
 

@@ -33,6 +33,7 @@ def test_fit_writes_every_output(positive_rate_fit):
         "identification.csv",
         "power_scaling.csv",
         "predictive_checks.csv",
+        "ppc_new_subjects.csv",
         "ppc_prior.png",
         "ppc_posterior.png",
     }
