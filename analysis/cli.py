@@ -2,7 +2,8 @@
 
 Exit status: 0 success; 2 bad input (data file, configuration or arguments), with one line per
 problem on standard error, no traceback and nothing written; 3 a fit failed the MCMC diagnostics
-gate (the failing diagnostics and parameters are named; only diagnostics.csv is written).
+gate (the failing diagnostics and parameters are named; only diagnostics.csv is written);
+1 ``cd49d verify`` found an output that differs from the manifest.
 """
 
 from __future__ import annotations
@@ -498,6 +499,13 @@ def crossval(
     help="Draw power_curve.png (and sample_size_sensitivity.png); the pipeline draws them in "
     "rules of their own, so that a change of a figure reruns no simulation.",
 )
+@click.option(
+    "--replace-stale",
+    is_flag=True,
+    help="If --out holds results of other inputs (plan, cohort configuration, code), delete "
+    "them and start afresh instead of refusing (the pipeline's choice; a current folder is "
+    "still resumed).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def power(
     plan_file: Path,
@@ -510,6 +518,7 @@ def power(
     bayes_replicates: int | None,
     vary: tuple[str, ...],
     figures: bool,
+    replace_stale: bool,
     no_progress: bool,
 ) -> None:
     """Simulate trials from a PLAN.toml and estimate power and sample size.
@@ -553,9 +562,12 @@ def power(
             save_datasets=save_datasets,
             progress=not no_progress,
             observable=observable,
+            replace_stale=replace_stale,
         )
     except (StoreMismatch, ValueError) as err:
         fail([str(err)])
+    if outputs.replaced:
+        click.echo(f"Replaced the stale results in {out}: {'; '.join(outputs.replaced)}")
     if figures:
         from analysis.fig_power_curve import make as make_figure
 
@@ -563,30 +575,25 @@ def power(
     for line in describe_run(outputs):
         click.echo(line)
     if varied:
-        run_variations(plan, out, varied, outputs, workers, scheduler, not no_progress, figures)
+        run_options = {"workers": workers, "scheduler": scheduler, "progress": not no_progress}
+        run_variations(
+            plan, out, varied, outputs, run_options | {"replace_stale": replace_stale}, figures
+        )
     click.echo(f"Written under {out}/ (simulated trials, not study data).")
 
 
 def run_variations(
-    plan, out: Path, varied: dict, outputs, workers, scheduler, progress, figures: bool
+    plan, out: Path, varied: dict, outputs, run_options: dict, figures: bool
 ) -> None:
-    """Run each varied assumption's plans, then write and summarise the sensitivity table."""
+    """Run each varied assumption's plans (``run_plan`` with ``run_options``), then write and
+    summarise the sensitivity table."""
     from analysis.fig_sample_size_sensitivity import make as make_sensitivity_figure
     from simulations.cohort import write_atomically
     from simulations.power import run_plan, sample_size_text
     from simulations.sensitivity import run_sensitivity
 
     click.echo("Sensitivity: " + "; ".join(f"{k} = {v}" for k, v in varied.items()))
-    table = run_sensitivity(
-        plan,
-        out,
-        varied,
-        outputs.sample_size,
-        run_plan,
-        workers=workers,
-        scheduler=scheduler,
-        progress=progress,
-    )
+    table = run_sensitivity(plan, out, varied, outputs.sample_size, run_plan, **run_options)
     path = out / "sample_size_sensitivity.csv"
     write_atomically(table.to_csv(index=False, lineterminator="\n"), path)
     if figures:
@@ -634,6 +641,12 @@ def with_overrides(plan, replicates: int | None, bayes_replicates: int | None):
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1), help="Local processes."
 )
+@click.option(
+    "--replace-stale",
+    is_flag=True,
+    help="If --out holds SBC results of another configuration or code, delete them and start "
+    "afresh instead of refusing (a current folder is still resumed).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def sbc(
     model_name: str,
@@ -642,6 +655,7 @@ def sbc(
     prior_set: str,
     seed: int,
     workers: int,
+    replace_stale: bool,
     no_progress: bool,
 ) -> None:
     """Simulation-based calibration of a model on the batched fast path.
@@ -658,7 +672,9 @@ def sbc(
 
     try:
         config = SbcConfig(model=model_name, draws=draws, root_seed=seed, prior_set=prior_set)
-        rows = run_sbc(config, out, workers=workers, progress=not no_progress)
+        rows = run_sbc(
+            config, out, workers=workers, progress=not no_progress, replace_stale=replace_stale
+        )
     except ValueError as err:
         fail([str(err)])
     from analysis.fig_sbc import make as make_figure
@@ -680,3 +696,52 @@ def sbc(
     if prior:
         click.echo(f"Informed by the prior alone (contraction < 0.1): {', '.join(prior)}")
     click.echo(f"Written under {out}/ (simulated cohorts, not study data).")
+
+
+@main.command()
+@click.option(
+    "--manifest",
+    "manifest_path",
+    default="paper/manifest.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The manifest of the build to verify (the build is the tree above its paper/ folder).",
+)
+@click.option(
+    "--rebuilt",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Compare this already rebuilt tree (results in DIR/results) instead of rebuilding.",
+)
+@click.option(
+    "--cores",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Cores for the rebuild [default: as the manifest records].",
+)
+@click.option("--keep", is_flag=True, help="Keep the temporary folder of the rebuild.")
+def verify(manifest_path: Path, rebuilt: Path | None, cores: int | None, keep: bool) -> None:
+    """Rebuild the pipeline in a temporary folder and compare every output with the manifest.
+
+    Deterministic outputs must be byte-identical; tables of MCMC and simulation numbers agree
+    within the Monte Carlo tolerances declared in analysis/verify.py; netCDF, PNG and PDF files
+    are compared through the numbers made with or from them. Prints one line per output (same,
+    within tolerance, compared through, DIFFERS with the column and by how much, missing) and
+    exits 1 when any output differs or is missing, or a source file differs from the manifest's.
+    """
+    from analysis.verify import VerifyError
+    from analysis.verify import verify as verify_build
+
+    try:
+        report = verify_build(
+            manifest_path,
+            rebuilt=rebuilt,
+            cores=cores,
+            keep=keep,
+            progress=lambda line: click.echo(line, err=True),
+        )
+    except VerifyError as err:
+        fail([str(err)])
+    for line in report.lines():
+        click.echo(line)
+    sys.exit(0 if report.passed else 1)
