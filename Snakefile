@@ -5,7 +5,7 @@
 # package versions) reruns what depends on it, and nothing else.
 #
 #   snakemake --cores 2                  # what `make reproduce` runs
-#   snakemake --cores 2 --config scale=full
+#   snakemake --cores 2 --config scale=full results=results/full   # make reproduce-full
 #   snakemake -n                         # what would run, and why
 #
 # Sizes (config `scale`): `reduced` (the default, `make reproduce`) runs each power plan with
@@ -65,10 +65,27 @@ RESULT_FILES = [
 ]
 
 
+#: The manuscript's figures (paper/figures/NAME.pdf and .png), each drawn by a rule below.
+FIGURES = [
+    "fig1_data",
+    "fig2_mechanism",
+    "fig3_ratios",
+    "fig4_planning",
+    "figS1_sbc",
+    "figS2_diagnostics",
+    "figS3_prior_posterior",
+    "figS4_type_i",
+    "figS5_cohort_findings",
+    "figS6_ppc_new_subjects",
+]
+FIGURE_FILES = [f"paper/figures/{name}.{kind}" for name in FIGURES for kind in ("pdf", "png")]
+
+
 rule all:
     input:
         "paper/manuscript.pdf",
         RESULT_FILES,
+        "paper/manifest.json",
 
 
 rule describe:
@@ -91,6 +108,8 @@ rule fit:
     output:
         f"{RESULTS}/fits/{{model}}/fit.nc",
         f"{RESULTS}/fits/{{model}}/estimands.csv",
+        f"{RESULTS}/fits/{{model}}/ppc_new_subjects.csv",
+        f"{RESULTS}/fits/{{model}}/identification.csv",
     params:
         out=lambda wildcards: f"{RESULTS}/fits/{wildcards.model}",
     threads: 2
@@ -132,7 +151,7 @@ def power_size(wildcards):
 
 POWER_COMMAND = (
     "cd49d power {input.plan} --out {params.out} --workers {threads} {params.size} "
-    "--no-figures --no-progress"
+    "--no-figures --no-progress --replace-stale"
 )
 POWER_TABLES = ["power.csv", "type_i_error.csv", "performance.csv", "sample_size.csv"]
 PLAIN_PLANS = [plan for plan in PLANS if plan not in SENSITIVITY_PLANS]
@@ -197,7 +216,7 @@ rule sbc:
     threads: CORES
     shell:
         "cd49d sbc --model {wildcards.model} --draws {params.draws} --out {params.out} "
-        "--workers {threads} --no-progress"
+        "--workers {threads} --no-progress --replace-stale"
 
 
 rule sample_size_validation:
@@ -216,12 +235,23 @@ rule sample_size_validation:
 rule numbers:
     input:
         f"{RESULTS}/frequentist/frequentist.csv",
-        expand(f"{RESULTS}/fits/{{model}}/estimands.csv", model=FITS),
+        # each fit job also writes diagnostics.csv and (occupancy models) prior_sensitivity.csv
+        expand(
+            f"{RESULTS}/fits/{{model}}/{{name}}",
+            model=FITS,
+            name=["estimands.csv", "identification.csv", "ppc_new_subjects.csv"],
+        ),
         f"{RESULTS}/fits/loo_kappa.csv",
-        expand(f"{RESULTS}/power/{{plan}}/sample_size.csv", plan=PLANS),
+        f"{RESULTS}/crossval/kfold_compare.csv",
+        # each power job also writes the run's manifest.json
+        expand(f"{RESULTS}/power/{{plan}}/{{name}}", plan=PLANS, name=POWER_TABLES),
         expand(f"{RESULTS}/sbc/{{model}}/sbc_summary.csv", model=SBC_MODELS),
+        f"{RESULTS}/sample_size_validation.csv",
+        figures=FIGURE_FILES,  # numbers.json lists the figures built
         cohort=COHORT,
-        code=["analysis/numbers.py", "uv.lock"],
+        config="simulations/configs/kimura2016_cohort.toml",
+        code=["analysis/numbers.py", "analysis/frequentist.py", "models/data.py",
+              "models/validation.py", "models/schema.py", "uv.lock"],
     output:
         "paper/generated/numbers.json",
     shell:
@@ -253,14 +283,163 @@ rule figure_planning:
         f"python -m analysis.fig_planning {RESULTS}/power paper/figures/fig4_planning"
 
 
+rule figure_mechanism:
+    input:
+        cohort=COHORT,
+        saturation=f"{RESULTS}/fits/saturation/fit.nc",
+        per_subset=f"{RESULTS}/fits/saturation_per_subset/fit.nc",
+        loo=f"{RESULTS}/fits/loo_kappa.csv",
+        code=sources("models", extra=["analysis/fig_mechanism.py", *FIGURE_CODE]),
+    output:
+        "paper/figures/fig2_mechanism.pdf",
+        "paper/figures/fig2_mechanism.png",
+    shell:
+        "python -m analysis.fig_mechanism {input.cohort} {input.saturation} {input.per_subset} "
+        "paper/figures/fig2_mechanism --loo {input.loo}"
+
+
+rule figure_ratios:
+    input:
+        cohort=COHORT,
+        exacerbation=f"{RESULTS}/fits/exacerbation/fit.nc",
+        estimands=[f"{RESULTS}/fits/positive_rate/estimands.csv",
+                   f"{RESULTS}/fits/saturation/estimands.csv"],
+        code=sources("models", extra=["analysis/fig_ratios.py", "analysis/frequentist.py",
+                                      *FIGURE_CODE]),
+    output:
+        "paper/figures/fig3_ratios.pdf",
+        "paper/figures/fig3_ratios.png",
+    shell:
+        "python -m analysis.fig_ratios {input.cohort} {input.exacerbation} paper/figures/fig3_ratios "
+        "--estimands {input.estimands[0]} --estimands {input.estimands[1]}"
+
+
+rule figure_sbc_supplement:
+    input:
+        expand(f"{RESULTS}/sbc/{{model}}/ranks.parquet", model=SBC_MODELS),
+        expand(f"{RESULTS}/sbc/{{model}}/sbc_summary.csv", model=SBC_MODELS),
+        code=sources("models", extra=["analysis/fig_sbc_ecdf.py", "analysis/fig_sbc.py",
+                                      "simulations/sbc_summary.py", *FIGURE_CODE]),
+    output:
+        "paper/figures/figS1_sbc.pdf",
+        "paper/figures/figS1_sbc.png",
+    params:
+        folders=expand(f"{RESULTS}/sbc/{{model}}", model=SBC_MODELS),
+    shell:
+        "python -m analysis.fig_sbc_ecdf {params.folders} paper/figures/figS1_sbc"
+
+
+rule figure_diagnostics:
+    input:
+        fits=expand(f"{RESULTS}/fits/{{model}}/fit.nc", model=FITS),
+        code=["analysis/fig_diagnostics.py", *FIGURE_CODE],
+    output:
+        "paper/figures/figS2_diagnostics.pdf",
+        "paper/figures/figS2_diagnostics.png",
+    shell:
+        "python -m analysis.fig_diagnostics {input.fits} paper/figures/figS2_diagnostics"
+
+
+OCCUPANCY_FITS = [m for m in FITS if m in ("saturation", "saturation_per_subset", "exacerbation")]
+
+
+rule figure_prior_posterior:
+    input:
+        fits=expand(f"{RESULTS}/fits/{{model}}/fit.nc", model=OCCUPANCY_FITS),
+        identification=expand(f"{RESULTS}/fits/{{model}}/identification.csv", model=OCCUPANCY_FITS),
+        code=sources("models", extra=["analysis/fig_prior_posterior.py",
+                                      "analysis/fig_diagnostics.py", *FIGURE_CODE]),
+    output:
+        "paper/figures/figS3_prior_posterior.pdf",
+        "paper/figures/figS3_prior_posterior.png",
+    shell:
+        "python -m analysis.fig_prior_posterior {input.fits} paper/figures/figS3_prior_posterior"
+
+
+rule figure_ppc_new_subjects:
+    input:
+        checks=expand(f"{RESULTS}/fits/{{model}}/ppc_new_subjects.csv", model=FITS),
+        code=["analysis/fig_ppc_new_subjects.py", "models/schema.py", *FIGURE_CODE],
+    output:
+        "paper/figures/figS6_ppc_new_subjects.pdf",
+        "paper/figures/figS6_ppc_new_subjects.png",
+    shell:
+        "python -m analysis.fig_ppc_new_subjects {input.checks} paper/figures/figS6_ppc_new_subjects"
+
+
+rule figure_type_i:
+    input:
+        expand(f"{RESULTS}/power/{{plan}}/type_i_error.csv", plan=PLANS),
+        code=["analysis/fig_type_i_error.py", "analysis/fig_planning.py",
+              "analysis/fig_power_curve.py", "simulations/sample_size.py",
+              "simulations/summarise.py", "simulations/analyses.py", "models/schema.py",
+              *FIGURE_CODE],
+    output:
+        "paper/figures/figS4_type_i.pdf",
+        "paper/figures/figS4_type_i.png",
+    shell:
+        f"python -m analysis.fig_type_i_error {RESULTS}/power paper/figures/figS4_type_i"
+
+
+rule figure_cohort_findings:
+    input:
+        cohort=COHORT,
+        frequentist=f"{RESULTS}/frequentist/frequentist.csv",
+        findings="data/study_findings.csv",
+        config="simulations/configs/kimura2016_cohort.toml",
+        code=["analysis/fig_cohort_findings.py", "analysis/frequentist.py", "models/data.py",
+              "models/schema.py", "models/validation.py", *FIGURE_CODE],
+    output:
+        "paper/figures/figS5_cohort_findings.pdf",
+        "paper/figures/figS5_cohort_findings.png",
+    shell:
+        "python -m analysis.fig_cohort_findings {input.cohort} {input.frequentist} "
+        "{input.findings} {input.config} paper/figures/figS5_cohort_findings"
+
+
 rule manuscript:
     input:
         source="paper/manuscript.typ",
         bibliography="paper/references.bib",
         numbers="paper/generated/numbers.json",
-        figures=["paper/figures/fig1_data.pdf", "paper/figures/fig4_planning.pdf"],
+        figures=FIGURE_FILES,
         code=["analysis/manuscript.py", "uv.lock"],
     output:
         "paper/manuscript.pdf",
     shell:
         "python -m analysis.manuscript {input.source} {output}"
+
+
+# The manifest (analysis/manifest.py; `cd49d verify` compares a rebuild with it): every output
+# of `rule all` and what it was made from, with SHA-256s, the plans' root seeds, this
+# configuration, the locked package versions and the commit. It lists the outputs with
+# `snakemake --detailed-summary`, which only warns about the lock this run holds. The commit is
+# a parameter, so a new commit (or a work tree that became dirty) rewrites the manifest.
+import json
+import subprocess
+
+
+def source_state(wildcards):
+    """The commit checked out and whether the work tree differs from it ("unknown" outside
+    git)."""
+    try:
+        commit, changes = (
+            subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+            for args in (["rev-parse", "HEAD"], ["status", "--porcelain"])
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.strip() + (" (dirty)" if changes.strip() else "")
+
+
+rule manifest:
+    input:
+        [path for path in rules.all.input if path != "paper/manifest.json"],
+        code=["analysis/manifest.py", "Snakefile", "pipeline.yaml", "uv.lock"],
+    output:
+        "paper/manifest.json",
+    params:
+        config=json.dumps({**config, "scale": SCALE, "results": RESULTS}, sort_keys=True),
+        source=source_state,
+    shell:
+        f"python -m analysis.manifest {{output}} --config-json {{params.config:q}} --cores {CORES}"

@@ -56,7 +56,7 @@ def test_numbers_are_the_result_files_values():
         & (sizes["target_power"] == 0.8)
     ].iloc[0]
     cell = numbers["power"]["cross_sectional"]["ratio_fold_change_Th17_Treg"]["mann_whitney"]["0.8"]
-    assert cell == {
+    assert {key: cell[key] for key in ("n", "low", "high", "status")} == {
         "n": int(size["n_required"]),
         "low": int(size["n_low"]),
         "high": int(size["n_high"]),
@@ -170,8 +170,10 @@ def test_a_complete_build_leaves_no_work_and_a_plan_change_reruns_only_what_uses
         "sensitivity_figure": 1,
         "figure_planning": 1,
         "sample_size_validation": 1,
+        "figure_type_i": 1,
         "numbers": 1,
         "manuscript": 1,
+        "manifest": 1,
         "all": 1,
     }
 
@@ -182,7 +184,15 @@ def test_a_figure_change_redraws_the_figure_and_reruns_no_simulation(tmp_path):
     later = time.time() + 10
     os.utime(tree / "analysis" / "fig_power_curve.py", (later, later))
     # the planning figure reuses the power curve's table reader, and the manuscript shows it
-    assert planned_jobs(tree) == {"power_curve": 5, "figure_planning": 1, "manuscript": 1, "all": 1}
+    assert planned_jobs(tree) == {
+        "power_curve": 5,
+        "figure_planning": 1,
+        "figure_type_i": 1,  # it reuses the power curve's colours
+        "numbers": 1,  # it lists the figures built
+        "manuscript": 1,
+        "manifest": 1,
+        "all": 1,
+    }
 
 
 def test_a_model_code_change_reruns_every_result_of_that_model_and_no_other(tmp_path):
