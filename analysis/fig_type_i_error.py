@@ -32,17 +32,20 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator, ScalarFormatter
 
 from analysis.fig_planning import LABELS as PLANNING_LABELS
+from analysis.fig_planning import PANELS as PLANNING_PANELS
 from analysis.fig_power_curve import analysis_colours
 from analysis.style import DOUBLE_COLUMN_IN, save_figure
 
-#: (plan folder, panel title, question).
-PLANS = (
-    ("cross_sectional", "Biomarker, cross-sectional", "biomarker"),
-    ("paired", "Biomarker, paired", "biomarker"),
-    ("mechanism", "Mechanism, cross-sectional", "mechanism"),
-    ("mechanism_paired", "Mechanism, paired", "mechanism"),
-    ("prognostic", "Prognosis", "prognosis"),
-)
+#: The question each shipped plan answers (its file's ``question``).
+QUESTION_OF_PLAN = {
+    "cross_sectional": "biomarker",
+    "paired": "biomarker",
+    "mechanism": "mechanism",
+    "mechanism_paired": "mechanism",
+    "prognostic": "prognosis",
+}
+#: (plan folder, panel title, question), in Figure 4's order and with its titles.
+PLANS = tuple((plan, title, QUESTION_OF_PLAN[plan]) for plan, title, _ in PLANNING_PANELS)
 #: What each question's null scenarios are (README, "Planning a study").
 NULL_LABELS = {
     "biomarker": {
