@@ -228,8 +228,13 @@ rule sample_size_validation:
         f"{RESULTS}/sample_size_validation.csv",
     params:
         runs=SIZES["sample_size_runs"],
+        # the method is validated at the replicates per cell the power rules ran, too
+        replicates=lambda wildcards: (
+            f"--replicates {SIZES['power_replicates']}" if SIZES.get("power_replicates") else ""
+        ),
     shell:
-        "python -m analysis.tab_sample_size_validation {output} --runs {params.runs}"
+        "python -m analysis.tab_sample_size_validation {output} --runs {params.runs} "
+        "{params.replicates}"
 
 
 rule numbers:

@@ -5,7 +5,7 @@ interval's coverage of the true n, the point estimate's mean relative error, and
 Carlo SEs (columns: ``RESULT_COLUMNS`` of that module, documented in README.md), then prints
 the verdict. Nothing is fitted: the counts are binomial draws from known power curves.
 
-Usage: ``python -m analysis.tab_sample_size_validation OUTPUT [--runs 2000]``
+Usage: ``python -m analysis.tab_sample_size_validation OUTPUT [--runs 2000] [--replicates M]``
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from pathlib import Path
 import click
 
 from simulations.cohort import write_atomically
-from simulations.sample_size_validation import CURVES, validation_study, verdict
+from simulations.sample_size_validation import (
+    CURVES,
+    SMALL_REPLICATES,
+    validation_study,
+    verdict,
+)
 
 
 @click.command()
@@ -34,9 +39,19 @@ from simulations.sample_size_validation import CURVES, validation_study, verdict
     multiple=True,
     help="curve families (repeatable; default all)",
 )
-def main(output: Path, runs: int, seed: int, curves: tuple[str, ...]) -> None:
+@click.option(
+    "--replicates",
+    type=click.IntRange(min=2),
+    multiple=True,
+    help="also validate at M trials per cell, besides each plan's own count (repeatable; "
+    f"default {', '.join(map(str, SMALL_REPLICATES))}; the pipeline passes its reduced scale's)",
+)
+def main(
+    output: Path, runs: int, seed: int, curves: tuple[str, ...], replicates: tuple[int, ...]
+) -> None:
     """Run the sample-size validation study and write its table to OUTPUT (CSV)."""
-    results = validation_study(runs, seed=seed, curves=curves or CURVES)
+    small = replicates or SMALL_REPLICATES
+    results = validation_study(runs, seed=seed, curves=curves or CURVES, small=small)
     write_atomically(results.to_csv(index=False), output)
     click.echo(verdict(results))
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -42,7 +42,7 @@ from simulations.plan import Plan
 from simulations.seeds import replicate_seeds
 from simulations.store import Store
 from simulations.trials import Cell, DesignPrior, TrialGenerator, is_null, plan_scenarios
-from simulations.workers import worker_pool
+from simulations.workers import run_in_workers
 
 #: Columns that identify a record's replicate, ahead of the analysis columns.
 ID_COLUMNS = (
@@ -94,6 +94,12 @@ class RunContext:
     design_prior: str | None = None
     save_datasets: bool = False
     study: Study | None = None  # None: POWER_STUDY (defined below)
+
+    def __post_init__(self) -> None:
+        # absolute: a shared pool's workers keep the working folder they started in
+        object.__setattr__(self, "out", str(Path(self.out).absolute()))
+        if self.design_prior is not None:
+            object.__setattr__(self, "design_prior", str(Path(self.design_prior).absolute()))
 
     @property
     def statistics(self) -> Study:
@@ -360,10 +366,7 @@ def execute(
         for task in tasks:
             yield run_task(context, task)
         return
-    with worker_pool(workers) as pool:
-        futures = [pool.submit(run_task, context, task) for task in tasks]
-        for future in as_completed(futures):
-            yield future.result()
+    yield from run_in_workers(run_task, [(context, task) for task in tasks], workers)
 
 
 def run_rounds(
@@ -386,7 +389,9 @@ def run_rounds(
                 failed += outcome.failed
                 bar.set_postfix(failed=failed)
                 bar.update(outcome.replicates)
-        records = store.records()
+        before, records = len(records), store.records()
+        if len(records) == before:  # the workers stored nothing: never loop forever
+            raise RuntimeError(f"round {round_number} stored no replicate under {context.out}")
     return records
 
 

@@ -16,8 +16,8 @@ ADEMP (Morris, White & Crowther 2019):
   reached at fractions 0.1, 0.3, 0.5, 0.7, 0.9 of the grid's log range; the 90% target of the
   same curve is kept where it lies inside the grid with a margin (``TOP_MARGIN``), so that runs
   whose estimate falls beyond the grid do not bias the rest. Grids: every shipped plan's ``n``
-  (``simulations/plans/*.toml``), with ``m`` = the plan's initial replicates and
-  ``REDUCED_REPLICATES`` (what ``make reproduce`` runs per cell).
+  (``simulations/plans/*.toml``), with ``m`` = the plan's initial replicates and smaller counts
+  (``SMALL_REPLICATES`` by default; the pipeline passes the count its reduced scale runs).
 - **Estimands.** The true n: the smallest whole n whose power reaches the target
   (``n_true``), and the real-valued crossing (``n_true_real``).
 - **Methods.** ``simulations.sample_size.estimate_sample_size`` at level 0.95.
@@ -59,8 +59,9 @@ TOP_MARGIN = 1.15
 MIN_COVERAGE = 0.93
 MAX_RELATIVE_ERROR = 0.02
 LEVEL = 0.95
-#: Replicates per cell in ``make reproduce`` (``cd49d power --replicates 100``).
-REDUCED_REPLICATES = 100
+#: Smaller replicate counts per cell validated besides each plan's own by default (a quick
+#: ``cd49d power --replicates 100`` run); ``make reproduce`` asks for its own count instead.
+SMALL_REPLICATES = (100,)
 RESULT_COLUMNS = [
     "plan",
     "curve",
@@ -134,15 +135,17 @@ def parameter_for(curve: str, n_at_80: float) -> float:
     return brentq(lambda d: curve_power(curve, d, n_at_80) - 0.8, 1e-4, 50.0)
 
 
-def shipped_grids() -> dict[str, tuple[tuple[float, ...], tuple[int, ...]]]:
-    """Each shipped plan's n grid and replicate counts (its initial ones and
-    ``REDUCED_REPLICATES``), by plan file stem."""
+def shipped_grids(
+    small: tuple[int, ...] = SMALL_REPLICATES,
+) -> dict[str, tuple[tuple[float, ...], tuple[int, ...]]]:
+    """Each shipped plan's n grid and replicate counts (its initial ones and ``small``), by
+    plan file stem."""
     from simulations.plan import load_plan
 
     grids = {}
     for path in sorted(PLANS_DIR.glob("*.toml")):
         plan = load_plan(path)
-        counts = tuple(sorted({plan.replicates.initial, REDUCED_REPLICATES}))
+        counts = tuple(sorted({plan.replicates.initial, *small}))
         grids[path.stem] = (tuple(float(n) for n in plan.trial.n), counts)
     return grids
 
@@ -210,7 +213,12 @@ def mean_and_mcse(name: str, values: np.ndarray) -> dict:
 
 
 def validation_study(
-    runs: int, *, seed: int = 20161, grids: dict | None = None, curves=CURVES
+    runs: int,
+    *,
+    seed: int = 20161,
+    grids: dict | None = None,
+    curves=CURVES,
+    small: tuple[int, ...] = SMALL_REPLICATES,
 ) -> pd.DataFrame:
     """Run the study: one row per scenario with its performance measures and MCSEs.
 
@@ -221,8 +229,10 @@ def validation_study(
     seed : int, default 20161
         Root seed; scenario ``i`` uses ``SeedSequence(seed, spawn_key=(i,))``.
     grids : dict, optional
-        ``{name: (grid, replicate counts)}``; default :func:`shipped_grids`.
+        ``{name: (grid, replicate counts)}``; default :func:`shipped_grids` with ``small``.
     curves : sequence of str, default all of ``CURVES``
+    small : tuple of int, default ``SMALL_REPLICATES``
+        Replicate counts per cell validated besides each plan's own (shipped grids only).
 
     Returns
     -------
@@ -231,6 +241,7 @@ def validation_study(
         ``TEST_CURVES``, ``|relative_error|`` <= ``MAX_RELATIVE_ERROR``.
     """
     rows = []
+    grids = shipped_grids(small) if grids is None else grids
     for i, scenario in enumerate(scenarios(grids, curves)):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
         rows.append(run_scenario(scenario, runs, rng))

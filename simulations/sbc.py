@@ -32,7 +32,6 @@ import hashlib
 import json
 import platform
 from collections.abc import Iterator
-from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -56,7 +55,7 @@ from models.sensitivity import SUBJECT_DIMS
 from simulations.cohort import cohort_csv_text, design_frame, load_config, write_atomically
 from simulations.digests import code_digest
 from simulations.store import remove_entries
-from simulations.workers import worker_pool
+from simulations.workers import run_in_workers
 
 #: Posterior draws kept per fit for the ranks (equally spaced in each chain): ranks 0..THINNED.
 THINNED = 99
@@ -73,7 +72,9 @@ class SbcConfig:
     prior_set: str = "default"
     fit_priors: dict = field(default_factory=dict)  # prior values the refit replaces
     group_sizes: dict[str, int] | None = None  # default: the study's (bundled configuration)
-    chunk: int = 32
+    # replicates per stored file (two batches of the sampler's 4): small enough that 2 workers
+    # share a reduced run of 40 replicates evenly (with 32, one worker fitted 32 of 40)
+    chunk: int = 8
     sampler: BatchSettings = field(default_factory=lambda: BatchSettings(batch_size=4))
 
     def __post_init__(self) -> None:
@@ -397,6 +398,8 @@ def stale_reasons(stored: dict, config: SbcConfig) -> list[str]:
             f"another configuration (model {stored.get('config', {}).get('model')!r}, prior "
             "set, seed or sampler settings)"
         )
+    if stored.get("config", {}).get("chunk") != config.chunk:
+        reasons.append("another chunk size (the stored files hold other replicates)")
     if stored.get("inputs", {}).get("code") != code_digest():
         reasons.append("the model and simulation code (package version or source files) changed")
     return reasons
@@ -448,7 +451,7 @@ def run_sbc(
 ) -> pd.DataFrame:
     """Run (or resume) SBC and return every stored row (``replace_stale``: see
     ``open_store``)."""
-    out = Path(out)
+    out = Path(out).absolute()  # a pool's workers keep the working folder they started in
     open_store(config, out, replace_stale=replace_stale)
     chunks = -(-config.draws // config.chunk)
     pending = [c for c in range(chunks) if not chunk_path(out, c).exists()]
@@ -465,7 +468,4 @@ def execute(config: SbcConfig, out: str, chunks: list[int], *, workers: int) -> 
         for chunk in chunks:
             yield run_chunk(config, out, chunk)
         return
-    with worker_pool(workers) as pool:
-        futures = [pool.submit(run_chunk, config, out, chunk) for chunk in chunks]
-        for future in as_completed(futures):
-            yield future.result()
+    yield from run_in_workers(run_chunk, [(config, out, chunk) for chunk in chunks], workers)

@@ -8,6 +8,9 @@ independently from the seeds.
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,6 +121,48 @@ def test_stub_results_do_not_depend_on_workers(tmp_path):
     two = run_stub(plan, tmp_path / "two", workers=2)
     order = ["cell_id", "replicate", "analysis"]
     assert comparable(one.sort_values(order)).equals(comparable(two.sort_values(order)))
+
+
+def test_runs_of_one_process_share_its_workers_and_a_relative_out_still_lands_right(
+    tmp_path, monkeypatch
+):
+    """Two runs with 2 workers use the same 2 processes (started once, not per run); a run
+    started from another working folder with a relative ``out`` writes where it was asked,
+    although the workers started in the first folder."""
+    from simulations import workers
+
+    monkeypatch.chdir(tmp_path)
+    first = set(workers.run_in_workers(os.getpid, [()] * 8, 2))
+    run_stub(stub_plan(), "first", workers=2)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    records = run_stub(stub_plan(), "second", workers=2)
+    second = set(workers.run_in_workers(os.getpid, [()] * 8, 2))
+    assert len(first) <= 2 and second == first
+    assert len(list((tmp_path / "elsewhere" / "second" / "records").rglob("*.parquet"))) > 0
+    assert not (tmp_path / "second").exists()
+    assert len(records) == len(run_stub(stub_plan(), tmp_path / "one"))
+
+
+def test_leaving_a_run_early_cancels_the_calls_not_started():
+    """An error in the parent mid-run leaves no queued call behind in the shared pool."""
+    from simulations import workers
+
+    calls = workers.run_in_workers(time.sleep, [(0.2,)] * 40, 2)
+    next(calls)
+    calls.close()  # what an exception or an interrupt in the consuming loop does
+    started = time.monotonic()
+    assert list(workers.run_in_workers(os.getpid, [()] * 2, 2))
+    assert time.monotonic() - started < 3  # 38 sleeps of 0.2 s on 2 workers would take 3.8 s
+
+
+def test_a_round_that_stores_nothing_stops_the_run_instead_of_looping(tmp_path, monkeypatch):
+    """Were the records to land where the parent does not look, the run would repeat its
+    rounds forever; it stops with the folder named."""
+    empty = run_stub(stub_plan(), tmp_path / "reference").iloc[:0]
+    monkeypatch.setattr(Store, "records", lambda self: empty)
+    with pytest.raises(RuntimeError, match=r"^round 1 stored no replicate under .*/lost$"):
+        run_stub(stub_plan(), tmp_path / "lost")
 
 
 def test_a_resumed_stub_run_keeps_stored_replicates_and_adds_the_rest(tmp_path):

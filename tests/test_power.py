@@ -137,6 +137,30 @@ def test_a_shared_kappa_is_an_interaction_on_the_log_scale_but_not_on_the_probit
     assert logit.tvalues["effector:treated"] > 3
 
 
+@pytest.mark.parametrize("design", ["cross_sectional", "paired"])
+def test_the_mixed_model_is_statsmodels_formula_fit_to_the_digit(design):
+    """The interaction's estimate and SE are those of ``smf.mixedlm("response ~ effector *
+    treated")`` with the same groups, exactly, and the p value its t test's (the design matrix
+    is built without the formula, for speed)."""
+    from simulations.analyses import mixed_model, mixed_model_frame
+
+    plan = make_plan(design, [12], initial=1, null=1)
+    trial = TrialGenerator(plan, Cell("alternative", 12)).draw(20261205)
+    endpoint = "ratio_fold_change_Th17_Treg"
+    ours = mixed_model(trial, endpoint, alpha=ALPHA, paired=design == "paired")
+    rows = mixed_model_frame(trial, endpoint)
+    units = rows["patient"] + ":" + rows["subset"] if design == "paired" else rows["patient"]
+    reference = smf.mixedlm("response ~ effector * treated", rows, groups=units).fit(
+        reml=True, method="bfgs"
+    )
+    assert ours["status"] == "ok"
+    assert ours["estimate"] == reference.params["effector:treated"]
+    assert ours["std_error"] == reference.bse["effector:treated"]
+    df = rows["patient"].nunique() - (1 if design == "paired" else 2)
+    t_value = reference.tvalues["effector:treated"]
+    assert ours["p_value"] == pytest.approx(stats.t.sf(t_value, df), rel=1e-12)
+
+
 def test_the_effect_is_stated_on_the_observable_scale():
     """What kappa means in % CD49d+ cells, from the generating graph: under the biomarker null
     nothing moves; under the mechanism null (one kappa, 0.4) every probit shift is equal and

@@ -164,13 +164,13 @@ def test_validation_study_detects_a_grid_too_coarse():
 
 def test_validation_table_command(tmp_path):
     output = tmp_path / "sample_size_validation.csv"
-    result = CliRunner().invoke(
-        tab_sample_size_validation.main, [str(output), "--runs", "40", "--curves", "z_test"]
-    )
+    arguments = [str(output), "--runs", "40", "--curves", "z_test", "--replicates", "40"]
+    result = CliRunner().invoke(tab_sample_size_validation.main, arguments)
     assert result.exit_code == 0, result.output
     table = pd.read_csv(output)
     assert list(table.columns) == RESULT_COLUMNS and set(table["curve"]) == {"z_test"}
-    assert "scenarios pass" in result.output
+    assert set(table["m"]) == {40, 400}  # the pipeline's reduced count and the plans' own
+    assert "scenarios pass" in result.output and "z_test, m = 40:" in result.output
 
 
 @pytest.mark.validation
