@@ -137,6 +137,24 @@ def test_a_shared_kappa_is_an_interaction_on_the_log_scale_but_not_on_the_probit
     assert logit.tvalues["effector:treated"] > 3
 
 
+def test_cells_of_one_design_share_one_compiled_sampler_and_draw_as_if_alone():
+    """The alternative and null cells at one n reuse one compiled sampler; drawn in turn, each
+    gives the trials it gives when compiled on its own (every parameter is set per draw)."""
+    from simulations import trials
+
+    plan = make_plan("cross_sectional", [8, 12], initial=1, null=1)
+    alternative, null = (TrialGenerator(plan, Cell(s, 8)) for s in ("alternative", "null"))
+    assert alternative.sampler is null.sampler
+    assert TrialGenerator(plan, Cell("alternative", 12)).sampler is not alternative.sampler
+    interleaved = [alternative.draw(1), null.draw(1), alternative.draw(2)]
+    assert not interleaved[0].equals(interleaved[1])  # the scenarios' parameters differ
+    trials._SAMPLERS.clear()
+    alone = TrialGenerator(plan, Cell("alternative", 8))
+    assert alone.draw(1).equals(interleaved[0]) and alone.draw(2).equals(interleaved[2])
+    trials._SAMPLERS.clear()
+    assert TrialGenerator(plan, Cell("null", 8)).draw(1).equals(interleaved[1])
+
+
 @pytest.mark.parametrize("design", ["cross_sectional", "paired"])
 def test_the_mixed_model_is_statsmodels_formula_fit_to_the_digit(design):
     """The interaction's estimate and SE are those of ``smf.mixedlm("response ~ effector *
