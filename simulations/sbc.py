@@ -73,8 +73,8 @@ class SbcConfig:
     fit_priors: dict = field(default_factory=dict)  # prior values the refit replaces
     group_sizes: dict[str, int] | None = None  # default: the study's (bundled configuration)
     # replicates per stored file (two batches of the sampler's 4): small enough that 2 workers
-    # share a small run evenly (`make reproduce`'s 32: 2 chunks each; with chunks of 32, one
-    # worker had fitted 32 of 40 replicates and the other 8)
+    # share a small run evenly (with chunks of 32, one worker had fitted 32 of 40 replicates
+    # and the other 8) and that a stopped run loses little
     chunk: int = 8
     sampler: BatchSettings = field(default_factory=lambda: BatchSettings(batch_size=4))
 
