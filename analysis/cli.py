@@ -45,9 +45,10 @@ def spec_from_options(subsets: str, reference_subset: str) -> CohortSpec:
 
 
 def read_cohort(path: Path, spec: CohortSpec) -> Cohort:
-    """Load through the one loader; on bad input print every problem and exit 2."""
+    """Load through the one loader; on bad input print every problem and exit 2. Unknown
+    columns are named in one warning on standard error."""
     try:
-        return load_cohort(path, spec)
+        cohort = load_cohort(path, spec)
     except CohortFileError as err:
         count = len(err.problems)
         fail(
@@ -55,6 +56,18 @@ def read_cohort(path: Path, spec: CohortSpec) -> Cohort:
             + [f"{path}: {count} problem{'s' * (count != 1)} found; nothing was written."]
         )
         raise  # unreachable: fail() exits
+    if cohort.ignored_columns:
+        click.echo(f"{path}: warning: {ignored_columns_text(cohort.ignored_columns)}", err=True)
+    return cohort
+
+
+def ignored_columns_text(columns: tuple[str, ...]) -> str:
+    names = ", ".join(repr(c) for c in columns)
+    plural = "s" * (len(columns) != 1)
+    return (
+        f"unknown column{plural} {names} ignored (not in the schema of data/README.md; "
+        "describe and fit record them in provenance)"
+    )
 
 
 def subset_options(command):
@@ -90,8 +103,9 @@ def sampling_options(command):
     )
 
 
-def provenance(inputs: dict[str, Path], command: str) -> dict:
-    """What produced an output: command, input checksums and package versions."""
+def provenance(inputs: dict[str, Path], command: str, cohort: Cohort | None = None) -> dict:
+    """What produced an output: command, input checksums, package versions and the cohort
+    file's ignored columns."""
     versions = {}
     for name in PROVENANCE_PACKAGES:
         try:
@@ -106,6 +120,7 @@ def provenance(inputs: dict[str, Path], command: str) -> dict:
         },
         "python": platform.python_version(),
         "packages": versions,
+        "ignored_columns": list(cohort.ignored_columns) if cohort else [],
     }
 
 
@@ -162,7 +177,7 @@ def describe(file: Path, out_dir: Path, subsets: str, reference_subset: str) -> 
     cohort = read_cohort(file, spec_from_options(subsets, reference_subset))
     table = frequentist_table(cohort)
     write_atomically(table.to_csv(index=False, lineterminator="\n"), out_dir / "frequentist.csv")
-    record = provenance({"cohort": file}, "cd49d describe")
+    record = provenance({"cohort": file}, "cd49d describe", cohort)
     write_atomically(json.dumps(record, indent=2) + "\n", out_dir / "provenance.json")
     click.echo(summary_text(table))
     click.echo(f"wrote {out_dir / 'frequentist.csv'} ({len(table)} rows)")
@@ -178,6 +193,72 @@ def summary_text(table) -> str:
             f"{row.statistic:>10.3g} {row.p_value:>10.3g}"
         )
     return "\n".join(lines)
+
+
+@main.command("import-flowjo")
+@click.argument("table", metavar="TABLE.csv", type=click.Path(path_type=Path))
+@click.option(
+    "--samples",
+    "sheet",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="SHEET.csv: sample (the table's sample name), subject_id, group and subject-level "
+    "columns (exacerbation, patient_id, covariates).",
+)
+@click.option(
+    "--gates",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="GATES.toml: one [subsets.NAME] table per subset with parent, positive and optional mfi.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="The cohort CSV to write."
+)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@subset_options
+def import_flowjo_command(
+    table: Path,
+    sheet: Path,
+    gates: Path,
+    out: Path,
+    overwrite: bool,
+    subsets: str,
+    reference_subset: str,
+) -> None:
+    """Turn a FlowJo table-editor export into a cohort CSV (data/README.md, 'FlowJo tables').
+
+    Per sample and subset: n_cells from the parent gate's Count, n_cd49d_pos from the CD49d+
+    gate's Count and pct_cd49d_pos from its Freq. of Parent, where the table has them. The
+    trailing Mean and SD rows are dropped. The cohort goes through the validator of `cd49d
+    validate`; every problem is printed as FILE:LINE: column 'C': what is wrong (in the table,
+    the sheet or the gates file), exit status 2, and nothing is written.
+    """
+    from models.flowjo import FlowJoImportError, import_flowjo
+    from simulations.cohort import write_atomically
+
+    spec = spec_from_options(subsets, reference_subset)
+    if out.exists() and not overwrite:
+        fail([f"{out}: exists; choose another --out or pass --overwrite"])
+    try:
+        imported = import_flowjo(table, sheet, gates, spec)
+    except FlowJoImportError as err:
+        count = len(err.problems)
+        fail(
+            [p.render() for p in err.problems]
+            + [f"{count} problem{'s' * (count != 1)} found; nothing was written."]
+        )
+    if imported.ignored_columns:
+        names = ", ".join(repr(c) for c in imported.ignored_columns)
+        click.echo(
+            f"{sheet}: warning: not imported: {names} (not in the schema of data/README.md)",
+            err=True,
+        )
+    write_atomically(imported.text, out)
+    measured = "; ".join(f"{subset}: {kind}" for subset, kind in imported.measured.items())
+    click.echo(
+        f"wrote {out}: {imported.rows} rows, {imported.samples} samples x "
+        f"{len(imported.measured)} subsets ({measured})"
+    )
 
 
 @main.command("simulate-cohort")
@@ -316,7 +397,7 @@ def fit(
             ebfmi_min=min_ebfmi,
         ),
     )
-    record = provenance({"cohort": file}, f"cd49d fit --model {model_name}")
+    record = provenance({"cohort": file}, f"cd49d fit --model {model_name}", cohort)
     try:
         result = run_fit(
             cohort, request, out_dir, provenance=record, say=lambda text: click.echo(text, err=True)

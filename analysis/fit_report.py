@@ -30,6 +30,7 @@ from models.registry import MODELS
 from models.sensitivity import (
     global_variables,
     identification_table,
+    identification_variables,
     power_scaling_table,
     prior_refit_table,
 )
@@ -88,7 +89,7 @@ def run_fit(
     say("writing estimands, identification, sensitivity and predictive checks")
     estimands = estimand_table(idata["posterior"].to_dataset(), cohort.spec)
     names = global_variables(model)
-    identification = identification_table(idata, names)
+    identification = identification_table(idata, identification_variables(model))
     write_csv(estimands, out_dir / "estimands.csv")
     write_csv(identification, out_dir / "identification.csv")
     write_csv(power_scaling_table(model, idata, names), out_dir / "power_scaling.csv")
@@ -206,6 +207,7 @@ def flat_provenance(provenance: dict) -> dict[str, str]:
         flat[f"input_{key}_sha256"] = value["sha256"]
     for name, version in provenance["packages"].items():
         flat[f"version_{name}"] = str(version)
+    flat["ignored_columns"] = ", ".join(provenance.get("ignored_columns", []))
     return flat
 
 

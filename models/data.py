@@ -25,9 +25,16 @@ class Cohort:
     rows: pd.DataFrame
     spec: s.CohortSpec
     source: str
+    ignored_columns: tuple[str, ...] = ()  # the file's unknown columns, left out of ``rows``
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, spec: s.CohortSpec, source: str) -> Cohort:
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        spec: s.CohortSpec,
+        source: str,
+        ignored_columns: tuple[str, ...] = (),
+    ) -> Cohort:
         """Wrap typed rows (as returned by validation) and derive the positive rate."""
         rows = frame.copy()
         rows["has_counts"] = rows["n_cells"].notna() & rows["n_cd49d_pos"].notna()
@@ -35,7 +42,7 @@ class Cohort:
         rows["positive_rate"] = from_counts.where(rows["has_counts"], rows[s.PCT_COLUMN] / 100)
         rows["group"] = pd.Categorical(rows["group"], categories=s.GROUPS)
         rows["subset"] = pd.Categorical(rows["subset"], categories=spec.subsets)
-        return cls(rows=rows, spec=spec, source=source)
+        return cls(rows=rows, spec=spec, source=source, ignored_columns=ignored_columns)
 
     @property
     def subjects(self) -> pd.DataFrame:
@@ -104,7 +111,7 @@ def load_cohort(path: Path | str, spec: s.CohortSpec | None = None) -> Cohort:
     Returns
     -------
     Cohort
-        The validated cohort.
+        The validated cohort; its ``ignored_columns`` are the file's unknown columns.
 
     Raises
     ------
@@ -112,4 +119,5 @@ def load_cohort(path: Path | str, spec: s.CohortSpec | None = None) -> Cohort:
         Listing every problem, each naming file, line and column.
     """
     spec = spec or s.CohortSpec()
-    return Cohort.from_frame(validate_file(path, spec), spec, source=str(path))
+    checked = validate_file(path, spec)
+    return Cohort.from_frame(checked.rows, spec, str(path), checked.ignored_columns)

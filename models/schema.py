@@ -17,7 +17,12 @@ ID_COLUMNS: tuple[str, ...] = ("subject_id", "group", "subset")
 COUNT_COLUMNS: tuple[str, ...] = ("n_cells", "n_cd49d_pos")
 PCT_COLUMN = "pct_cd49d_pos"
 EXACERBATION_COLUMN = "exacerbation"
-REQUIRED_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *COUNT_COLUMNS, PCT_COLUMN, EXACERBATION_COLUMN)
+#: A file needs, per row, both counts or the percentage, so it needs the count columns, the
+#: percentage column or all three; each of them is optional as a column.
+MEASUREMENT_COLUMNS: tuple[str, ...] = (*COUNT_COLUMNS, PCT_COLUMN)
+REQUIRED_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, EXACERBATION_COLUMN)
+#: The columns of a cohort file this package writes (the bundled cohort, simulate-cohort).
+FILE_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *MEASUREMENT_COLUMNS, EXACERBATION_COLUMN)
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "patient_id",
     "age",
@@ -35,6 +40,7 @@ NUMERIC_COLUMNS: tuple[str, ...] = (
     "days_since_infusion",
     "saturation_measured",
 )
+KNOWN_COLUMNS: tuple[str, ...] = (*FILE_COLUMNS, *OPTIONAL_COLUMNS)
 SUBJECT_LEVEL_COLUMNS: tuple[str, ...] = (
     "group",
     "patient_id",

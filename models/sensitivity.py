@@ -1,8 +1,8 @@
 """What the data identify and how much the priors matter.
 
-- ``identification_table``: for each global parameter, prior SD, posterior SD and the
-  contraction 1 - var_post / var_prior (Schad, Betancourt & Vasishth 2021). Contraction near 1:
-  the data identify it; near 0: the prior alone informs it.
+- ``identification_table``: for each global parameter (and each patient's occupancy), prior
+  SD, posterior SD and the contraction 1 - var_post / var_prior (Schad, Betancourt & Vasishth
+  2021). Contraction near 1: the data identify it; near 0: the prior alone informs it.
 - ``power_scaling_table``: ArviZ's power-scaling sensitivity (Kallioinen et al. 2024) of the
   posterior to the prior and to the likelihood.
 - ``prior_refit_table``: estimands under the default prior next to a refit under another prior.
@@ -31,6 +31,19 @@ SUBJECT_DIMS = frozenset(
 #: quantities that the saturation models derive (sigma from the mean probit shift; per-subset
 #: kappa from its pooled logit).
 DERIVED_GLOBALS = ("pct_pos", "saturation_mean", "sigma", "kappa")
+
+
+#: Per-patient quantities reported beside the global ones in identification.csv. With a shared
+#: kappa (and one sigma), a treated patient's occupancy shifts the patient's probit location by
+#: the same amount in every subset, exactly as the patient's subject effect does: positive rates
+#: cannot tell the two apart, and only the priors on both (and a measured occupancy, where a lab
+#: gave one) split them. Its contraction says how far they narrow it.
+PER_PATIENT_VARIABLES = ("saturation",)
+
+
+def identification_variables(model: pm.Model) -> list[str]:
+    """The global variables and the per-patient ones whose identification is reported."""
+    return global_variables(model) + [n for n in PER_PATIENT_VARIABLES if n in model.named_vars]
 
 
 def global_variables(model: pm.Model) -> list[str]:

@@ -9,7 +9,9 @@ across rows (duplicates, a subject in two groups, subject-level values that disa
 from __future__ import annotations
 
 import csv
+import difflib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,10 @@ from models import schema as s
 #: The header is line 1, so the first data row (DataFrame index 0) is line 2 unless blank lines
 #: intervene; each frame built here carries the true line number in this column.
 LINE = "source_line"
+#: ``difflib`` similarity at or above which an unknown column is taken for a misspelt known one
+#: (``exacerbaton``, ``saturation_measure``, ``n_cell``: 0.92-0.97; ``notes`` vs ``n_cells``:
+#: 0.5) and refused rather than ignored.
+NEAR_MISS = 0.8
 
 
 @dataclass(frozen=True, order=True)
@@ -78,13 +84,14 @@ def read_text(path: Path) -> tuple[str | None, list[Problem]]:
         ]
 
 
-def parse_csv(text: str) -> tuple[list[str], pd.DataFrame, list[Problem]]:
-    """Split text into a header and a frame of stripped strings, one row per non-blank line."""
+def parse_csv(text: str) -> tuple[pd.DataFrame, tuple[str, ...], list[Problem]]:
+    """Split text into a frame of stripped strings (one row per non-blank line, the schema's
+    columns only) and the unknown columns left out of it (``unknown_columns``)."""
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         rows = [(reader.line_num, row) for row in reader]
     except csv.Error as err:
-        return [], pd.DataFrame(), [Problem(reader.line_num, "", f"not valid CSV: {err}")]
+        return pd.DataFrame(), (), [Problem(reader.line_num, "", f"not valid CSV: {err}")]
     rows = [(n, [cell.strip() for cell in row]) for n, row in rows if any(c.strip() for c in row)]
     header_line, header = rows[0]
     problems = header_problems(header, header_line)
@@ -101,16 +108,20 @@ def parse_csv(text: str) -> tuple[list[str], pd.DataFrame, list[Problem]]:
             lines.append(line)
     if not problems and not records:
         problems.append(Problem(0, "", "file has a header but no data rows"))
-    frame = pd.DataFrame(records, columns=header, dtype=object)
+    if problems:
+        return pd.DataFrame(), (), problems
+    ignored = unknown_columns(header)
+    frame = pd.DataFrame(records, columns=header, dtype=object).drop(columns=list(ignored))
     frame[LINE] = lines
-    return header, frame, problems
+    return frame, ignored, []
 
 
 DELIMITER_NAMES = {"\t": "tab", ";": "semicolon", "|": "pipe"}
 
 
 def header_problems(header: list[str], line: int) -> list[Problem]:
-    """A single-column header means another delimiter; otherwise report bad column names."""
+    """A single-column header means another delimiter; otherwise report repeated and missing
+    columns and near misses of known ones."""
     if len(header) == 1:
         found = [name for d, name in DELIMITER_NAMES.items() if d in header[0]]
         hint = f"; it looks {found[0]}-separated" if found else ""
@@ -124,13 +135,53 @@ def header_problems(header: list[str], line: int) -> list[Problem]:
         for name in s.REQUIRED_COLUMNS
         if name not in header
     ]
-    known = (*s.REQUIRED_COLUMNS, *s.OPTIONAL_COLUMNS)
+    problems += measurement_column_problems(header, line)
     problems += [
-        Problem(line, name, f"unknown column (allowed: {', '.join(known)})")
+        Problem(line, name, f"unknown column; did you mean {match!r}?")
         for name in header
-        if name not in known
+        if name not in s.KNOWN_COLUMNS and (match := near_miss(name))
     ]
     return problems
+
+
+def measurement_column_problems(header: list[str], line: int) -> list[Problem]:
+    """The file needs both count columns, the percentage column, or all three."""
+    counts = [c for c in s.COUNT_COLUMNS if c in header]
+    if len(counts) == 1:
+        missing = next(c for c in s.COUNT_COLUMNS if c not in header)
+        return [
+            Problem(
+                line,
+                missing,
+                f"required column is missing: counts need both {' and '.join(s.COUNT_COLUMNS)} "
+                f"(or give only {s.PCT_COLUMN})",
+            )
+        ]
+    if not counts and s.PCT_COLUMN not in header:
+        return [
+            Problem(
+                line,
+                "",
+                f"no measurement columns: give {' and '.join(s.COUNT_COLUMNS)}, or "
+                f"{s.PCT_COLUMN}, or all three",
+            )
+        ]
+    return []
+
+
+def near_miss(name: str) -> str | None:
+    """The known column that ``name`` almost spells (case, spaces or a letter or two apart)."""
+    normalised = re.sub(r"[\s\-.]+", "_", name.strip().lower())
+    if normalised in s.KNOWN_COLUMNS:
+        return normalised
+    matches = difflib.get_close_matches(normalised, s.KNOWN_COLUMNS, n=1, cutoff=NEAR_MISS)
+    return matches[0] if matches else None
+
+
+def unknown_columns(header: list[str]) -> tuple[str, ...]:
+    """Columns outside the schema that are no near miss of a known one: ignored, with a
+    warning (a lab's ``notes``, ``visit_date``, ``panel``)."""
+    return tuple(name for name in header if name not in s.KNOWN_COLUMNS and not near_miss(name))
 
 
 # --- stage 3: every cell --------------------------------------------------------------------
@@ -408,7 +459,15 @@ def without_reported_cells(frame: pd.DataFrame, problems: list[Problem]) -> pd.D
 # --- all stages -------------------------------------------------------------------------------
 
 
-def validate_file(path: Path | str, spec: s.CohortSpec) -> pd.DataFrame:
+@dataclass(frozen=True)
+class CheckedFile:
+    """A valid cohort file's typed rows and the unknown columns left out of them."""
+
+    rows: pd.DataFrame
+    ignored_columns: tuple[str, ...] = ()
+
+
+def validate_file(path: Path | str, spec: s.CohortSpec) -> CheckedFile:
     """Validate a cohort CSV and return its typed rows.
 
     Parameters
@@ -420,8 +479,10 @@ def validate_file(path: Path | str, spec: s.CohortSpec) -> pd.DataFrame:
 
     Returns
     -------
-    pandas.DataFrame
-        One row per subject x subset, numeric columns as float64, missing cells as NaN/None.
+    CheckedFile
+        ``rows``: one per subject x subset, numeric columns as float64, missing cells as
+        NaN/None, every measurement column present (blank where the file has none);
+        ``ignored_columns``: unknown columns, left out.
 
     Raises
     ------
@@ -432,9 +493,12 @@ def validate_file(path: Path | str, spec: s.CohortSpec) -> pd.DataFrame:
     text, problems = read_text(path)
     if text is None:
         raise CohortFileError(path, problems)
-    _, raw, problems = parse_csv(text)
+    raw, ignored, problems = parse_csv(text)
     if problems:
         raise CohortFileError(path, problems)
+    for column in s.MEASUREMENT_COLUMNS:
+        if column not in raw.columns:
+            raw[column] = ""
     frame, problems = typed_frame(raw)
     problems += cell_problems(frame, spec)
     problems += only_new_cells(
@@ -445,4 +509,4 @@ def validate_file(path: Path | str, spec: s.CohortSpec) -> pd.DataFrame:
     problems += fraction_like_percentages(frame)
     if problems:
         raise CohortFileError(path, sorted(set(problems)))
-    return frame.drop(columns=LINE).reset_index(drop=True)
+    return CheckedFile(frame.drop(columns=LINE).reset_index(drop=True), ignored)

@@ -27,7 +27,7 @@ from models.saturation import (
     mean_probit_shift,
     occupancy_logit_parameters,
 )
-from models.schema import GROUPS, PCT_COLUMN, REQUIRED_COLUMNS, TREATED_GROUP, CohortSpec
+from models.schema import FILE_COLUMNS, GROUPS, PCT_COLUMN, TREATED_GROUP, CohortSpec
 from models.simulate import draw_with_fixed
 
 DEFAULT_CONFIG = Path(str(resources.files("simulations") / "configs" / "kimura2016_cohort.toml"))
@@ -222,7 +222,7 @@ def simulate_cohort(config: CohortConfig, *, seed: int | None = None) -> pd.Data
     Returns
     -------
     pandas.DataFrame
-        Columns as ``models.schema.REQUIRED_COLUMNS``.
+        Columns as ``models.schema.FILE_COLUMNS``.
 
     Raises
     ------
@@ -262,7 +262,7 @@ def outcome_frame(
     frame["n_cd49d_pos"] = counts.astype("int64")
     frame[PCT_COLUMN] = 100 * frame["n_cd49d_pos"] / frame["n_cells"]
     frame["exacerbation"] = frame["subject_id"].map(dict(zip(treated, events, strict=True)))
-    return frame[list(REQUIRED_COLUMNS)]
+    return frame[list(FILE_COLUMNS)]
 
 
 def cohort_csv_text(frame: pd.DataFrame) -> str:

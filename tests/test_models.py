@@ -125,3 +125,16 @@ def test_a_cohort_with_percentage_only_rows_builds_and_scores(name):
     assert list(model.coords["pct_row"]) == labels
     percentages_logp = model.compile_logp(vars=[model["logit_pct"]])
     assert np.isfinite(percentages_logp(model.initial_point()))
+
+
+def test_identification_reports_each_patients_occupancy_beside_the_globals():
+    from models import positive_rate
+    from models.sensitivity import global_variables, identification_variables
+
+    cohort = design(2)
+    occupancy_model = saturation.build_model(cohort, observed=False)
+    names = identification_variables(occupancy_model)
+    assert names == [*global_variables(occupancy_model), "saturation"]
+    assert occupancy_model.named_vars_to_dims["saturation"] == ("treated_subject",)
+    descriptive = positive_rate.build_model(cohort, observed=False)
+    assert identification_variables(descriptive) == global_variables(descriptive)

@@ -1,5 +1,6 @@
 """Every bad-input case: the exact message, exit status 2, and nothing written."""
 
+import json
 import subprocess
 import sys
 
@@ -9,10 +10,6 @@ from models.data import CohortFileError, load_cohort
 from models.schema import CohortSpec
 from tests.conftest import BAD_FILES, BUNDLED_COHORT, GOOD_MINIMAL
 
-ALLOWED = (
-    "subject_id, group, subset, n_cells, n_cd49d_pos, pct_cd49d_pos, exacerbation, patient_id, "
-    "age, sex, months_on_ntz, days_since_infusion, saturation_measured"
-)
 EXPECTED = {
     "empty.csv": [": file is empty"],
     "not_utf8.csv": [":4: not UTF-8 text (byte 0xe9); save the file as CSV UTF-8"],
@@ -25,7 +22,18 @@ EXPECTED = {
     "header_only.csv": [": file has a header but no data rows"],
     "ragged_row.csv": [":3: expected 7 fields as in the header, found 8"],
     "missing_column.csv": [":1: column 'subset': required column is missing"],
-    "unknown_column.csv": [f":1: column 'batch': unknown column (allowed: {ALLOWED})"],
+    "near_miss_column.csv": [
+        ":1: column 'exacerbation': required column is missing",
+        ":1: column 'exacerbaton': unknown column; did you mean 'exacerbation'?",
+        ":1: column 'n_cell': unknown column; did you mean 'n_cells'?",
+    ],
+    "one_count_column.csv": [
+        ":1: column 'n_cd49d_pos': required column is missing: counts need both n_cells and "
+        "n_cd49d_pos (or give only pct_cd49d_pos)"
+    ],
+    "no_measurement_columns.csv": [
+        ":1: no measurement columns: give n_cells and n_cd49d_pos, or pct_cd49d_pos, or all three"
+    ],
     "unknown_group.csv": [
         ":4: column 'group': unknown group 'RRMS' (allowed: HC, MS_naive, MS_NTZ, NMOSD)"
     ],
@@ -171,3 +179,81 @@ def test_reference_subset_must_be_declared(run_cli):
     )
     assert result.exit_code == 2
     assert "reference subset 'Treg' is not among the subsets (Th1, Th17)" in result.stderr
+
+
+# --- the files labs have: measurement columns, extra columns, encodings -----------------------
+
+GOOD_ROWS = GOOD_MINIMAL.read_text().splitlines()
+
+
+def written(tmp_path, name: str, lines: list[str], *, newline: str = "\n", bom: bool = False):
+    path = tmp_path / name
+    text = newline.join(lines) + newline
+    path.write_bytes(("\ufeff" if bom else "").encode() + text.encode())
+    return path
+
+
+def columns(lines: list[str], keep: list[str]) -> list[str]:
+    """The same rows with only the columns ``keep``."""
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines]
+    return [",".join(row[name] for name in keep) for row in rows]
+
+
+def test_counts_without_a_percentage_column_load(tmp_path):
+    keep = ["subject_id", "group", "subset", "n_cells", "n_cd49d_pos", "exacerbation"]
+    cohort = load_cohort(written(tmp_path, "counts.csv", columns(GOOD_ROWS, keep)))
+    assert cohort.rows["positive_rate"].tolist() == [0.6, 0.04, 0.8, 0.12]
+    assert cohort.rows["pct_cd49d_pos"].isna().all()
+
+
+def test_a_percentage_without_count_columns_loads(tmp_path):
+    keep = ["subject_id", "group", "subset", "pct_cd49d_pos", "exacerbation"]
+    cohort = load_cohort(written(tmp_path, "pct.csv", columns(GOOD_ROWS, keep)))
+    assert cohort.rows["positive_rate"].tolist() == [0.6, 0.04, 0.8, 0.12]
+    assert not cohort.rows["has_counts"].any()
+
+
+def test_unknown_columns_are_ignored_with_a_warning_and_recorded(tmp_path, run_cli):
+    lines = [GOOD_ROWS[0] + ",notes,visit_date,panel"]
+    lines += [line + ",ok,2016-03-01,A" for line in GOOD_ROWS[1:]]
+    path = written(tmp_path, "extra.csv", lines)
+    cohort = load_cohort(path)
+    assert cohort.ignored_columns == ("notes", "visit_date", "panel")
+    assert not {"notes", "visit_date", "panel"} & set(cohort.rows.columns)
+    result = run_cli("describe", path, "--out", tmp_path / "out")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[0] == (
+        f"{path}: warning: unknown columns 'notes', 'visit_date', 'panel' ignored (not in the "
+        "schema of data/README.md; describe and fit record them in provenance)"
+    )
+    record = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert record["ignored_columns"] == ["notes", "visit_date", "panel"]
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [("saturation_measure", "saturation_measured"), ("Subject ID", "subject_id"), ("AGE", "age")],
+)
+def test_near_misses_of_known_columns_are_refused(tmp_path, name, meant):
+    lines = [GOOD_ROWS[0] + f",{name}"] + [line + "," for line in GOOD_ROWS[1:]]
+    with pytest.raises(CohortFileError) as caught:
+        load_cohort(written(tmp_path, "near.csv", lines))
+    assert f"column '{name}': unknown column; did you mean '{meant}'?" in str(caught.value)
+
+
+def test_byte_order_mark_crlf_and_quoted_fields_are_accepted(tmp_path):
+    lines = [GOOD_ROWS[0] + ",notes"]
+    lines += [line + ',"seen, twice"' for line in GOOD_ROWS[1:]]
+    lines[1] = '"N01","MS_NTZ","Th1","1000","600","60.00","0","a ""quoted"" note"'
+    path = written(tmp_path, "excel.csv", lines, newline="\r\n", bom=True)
+    cohort = load_cohort(path)
+    expected = load_cohort(GOOD_MINIMAL).rows
+    assert cohort.rows["subject_id"].tolist() == expected["subject_id"].tolist()
+    assert cohort.rows["positive_rate"].tolist() == expected["positive_rate"].tolist()
+    assert cohort.ignored_columns == ("notes",)
+
+
+def test_byte_order_mark_alone_keeps_the_first_column_name(tmp_path):
+    cohort = load_cohort(written(tmp_path, "bom.csv", GOOD_ROWS, bom=True))
+    assert cohort.rows["subject_id"].tolist() == ["N01", "N01", "M01", "M01"]
