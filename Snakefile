@@ -102,20 +102,32 @@ rule describe:
         "cd49d validate {input.cohort} && cd49d describe {input.cohort} --out {params.out}"
 
 
+#: Models whose fit also refits without its assumptions (assumption_sensitivity.csv).
+ASSUMPTION_MODELS = ["saturation_per_subset"]
+FIT_TABLES = ["fit.nc", "estimands.csv", "ppc_new_subjects.csv", "identification.csv"]
+
+
 rule fit:
     input:
         cohort=COHORT,
         code=FIT_CODE,
     output:
-        f"{RESULTS}/fits/{{model}}/fit.nc",
-        f"{RESULTS}/fits/{{model}}/estimands.csv",
-        f"{RESULTS}/fits/{{model}}/ppc_new_subjects.csv",
-        f"{RESULTS}/fits/{{model}}/identification.csv",
+        [f"{RESULTS}/fits/{{model}}/{name}" for name in FIT_TABLES],
+    wildcard_constraints:
+        model="|".join(m for m in FITS if m not in ASSUMPTION_MODELS) or "(?!)",
     params:
         out=lambda wildcards: f"{RESULTS}/fits/{wildcards.model}",
     threads: 2
     shell:
         "cd49d fit {input.cohort} --model {wildcards.model} --out {params.out}"
+
+
+use rule fit as fit_with_assumptions with:
+    output:
+        [f"{RESULTS}/fits/{{model}}/{name}" for name in FIT_TABLES],
+        f"{RESULTS}/fits/{{model}}/assumption_sensitivity.csv",
+    wildcard_constraints:
+        model="|".join(ASSUMPTION_MODELS),
 
 
 rule compare:
@@ -251,6 +263,7 @@ rule numbers:
             name=["estimands.csv", "identification.csv", "ppc_new_subjects.csv"],
         ),
         f"{RESULTS}/fits/loo_kappa.csv",
+        expand(f"{RESULTS}/fits/{{model}}/assumption_sensitivity.csv", model=ASSUMPTION_MODELS),
         f"{RESULTS}/crossval/kfold_compare.csv",
         # each power job also writes the run's manifest.json
         expand(f"{RESULTS}/power/{{plan}}/{{name}}", plan=PLANS, name=POWER_TABLES),

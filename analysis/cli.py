@@ -328,7 +328,9 @@ def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Pat
     default="default",
     show_default=True,
     type=click.Choice(PRIOR_SETS),
-    help="Named prior set (models/priors.py).",
+    help="Named prior set (models/priors.py): default; uniform_saturation (each patient's "
+    "occupancy Uniform(0.6, 1)); per_subset_sigma and treated_offset (the assumption "
+    "sensitivity analyses).",
 )
 @click.option(
     "--sampler",

@@ -19,6 +19,8 @@ when its result files are (a section with no rows is left out):
   posterior quantity (``fits/MODEL/diagnostics.csv``);
 - ``identification``: per fit ``{parameter: {prior_sd, posterior_sd, contraction,
   informed_by}}`` (``fits/MODEL/identification.csv``);
+- ``assumption_sensitivity``: per model the rows of ``fits/MODEL/assumption_sensitivity.csv``
+  (the estimands refitted without the shared sigma and without the no-confounding assumption);
 - ``prior_sensitivity``: per saturation model the rows of ``fits/MODEL/prior_sensitivity.csv``
   in file order, with the file's column names (every estimand under the default prior and
   under a Uniform(0.6, 1) occupancy prior, and ``shift_in_sd``);
@@ -233,6 +235,10 @@ def identification_numbers(fits_dir: Path) -> dict:
 
 def prior_sensitivity_numbers(fits_dir: Path) -> dict:
     return per_model(fits_dir, "prior_sensitivity.csv", records)
+
+
+def assumption_sensitivity_numbers(fits_dir: Path) -> dict:
+    return per_model(fits_dir, "assumption_sensitivity.csv", records)
 
 
 #: A posterior predictive p-value below this is counted as a cell the model rarely reproduces.
@@ -497,6 +503,7 @@ def gather(
         "diagnostics": (results / "fits", diagnostics_numbers),
         "identification": (results / "fits", identification_numbers),
         "prior_sensitivity": (results / "fits", prior_sensitivity_numbers),
+        "assumption_sensitivity": (results / "fits", assumption_sensitivity_numbers),
         "ppc_new_subjects": (results / "fits", ppc_numbers),
         "loo": (results / "fits" / "loo_kappa.csv", loo_numbers),
         "crossval": (results / "crossval" / "kfold_compare.csv", crossval_numbers),

@@ -10,5 +10,10 @@ MODEL_NAMES: tuple[str, ...] = (
     "exacerbation",
     "exacerbation_logit",
 )
-PRIOR_SETS: tuple[str, ...] = ("default", "uniform_saturation")
+PRIOR_SETS: tuple[str, ...] = (
+    "default",
+    "uniform_saturation",
+    "per_subset_sigma",
+    "treated_offset",
+)
 SAMPLERS: tuple[str, ...] = ("nutpie", "pymc", "numpyro")

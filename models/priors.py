@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: The ``treated_offset`` prior set's SD of the treated patients' baseline offset (probit).
+TREATED_OFFSET_SD = 0.3
 #: Receptor occupancy under natalizumab is bounded to [SATURATION_FLOOR, 1]: the study's
 #: background claim that natalizumab binds 60-100% of alpha4-integrin.
 SATURATION_FLOOR = 0.6
@@ -78,6 +80,26 @@ class SaturationPriors:
     uniform_saturation
         If True, each patient's occupancy is Uniform(0.6, 1) with no hierarchy: the
         prior-sensitivity alternative to the literature-centred prior (the study's 60-100%).
+    sigma_per_subset
+        If True, the SD of log CD49d within a gate is one per subset: each subset has its own
+        mean probit shift ``delta_s`` (the prior of ``delta`` above, independently), and
+        ``sigma_s = -E log(1 - kappa_s rho) / delta_s``. The default's single sigma is an
+        assumption (no measurement of the spread per subset is at hand); it is what lets
+        positive rates tell per-subset kappas apart. Under this variant a per-subset kappa fits
+        the rates exactly as well, so ``kappa_difference`` comes from the priors (the prior set
+        ``per_subset_sigma``, a sensitivity analysis).
+    treated_offset_sd
+        SD of ``treated_offset ~ Normal(0, sd)``, a baseline offset (probit units, the same in
+        every subset) of the treated patients' location from the MS_naive one. 0 (the default,
+        no offset) is the untestable no-confounding assumption that treated patients would sit
+        where natalizumab-naive ones do without the drug; natalizumab is given for active
+        disease, so they may not. The prior set ``treated_offset`` uses 0.3 probit (about 12
+        percentage points at a 50% rate; assumption: a group difference of the size the study
+        could not have ruled out), a sensitivity analysis. One offset for all subsets: a
+        confounder such as disease activity shifting every CD4 subset alike. An offset per
+        subset would absorb each subset's drug shift, as ``sigma_per_subset`` does, and sampled
+        badly (divergent transitions at target acceptance 0.97 with 2 of 3 seeds on the
+        bundled cohort, with nutpie's low-rank mass matrix too).
     """
 
     location_probit_sd: float = 1.5
@@ -97,6 +119,8 @@ class SaturationPriors:
     mean_shift_log_sd: float = 0.62
     saturation_assay_sd: float = 0.05
     uniform_saturation: bool = False
+    sigma_per_subset: bool = False
+    treated_offset_sd: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pymc as pm
 from models import exacerbation, positive_rate, saturation
 from models.data import Cohort
 from models.names import PRIOR_SETS
-from models.priors import SaturationPriors
+from models.priors import TREATED_OFFSET_SD, SaturationPriors
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,11 @@ def saturation_priors(prior_set: str, overrides: dict | None = None) -> Saturati
     wrong priors of an SBC check)."""
     if prior_set not in PRIOR_SETS:
         raise ValueError(f"unknown prior set {prior_set!r}: choose from {', '.join(PRIOR_SETS)}")
-    priors = SaturationPriors(uniform_saturation=prior_set == "uniform_saturation")
+    priors = SaturationPriors(
+        uniform_saturation=prior_set == "uniform_saturation",
+        sigma_per_subset=prior_set == "per_subset_sigma",
+        treated_offset_sd=TREATED_OFFSET_SD if prior_set == "treated_offset" else 0.0,
+    )
     return replace(priors, **(overrides or {}))
 
 

@@ -18,12 +18,16 @@ so the positive rate is :math:`p_{is} = \Phi(\eta_{is})` with :math:`\eta = \mu 
 :math:`h(i)` is the subject's *baseline group*: its own group, except that natalizumab-treated
 patients (:math:`T_i = 1`) take the MS_naive location. The drug acts only through
 :math:`d_{is}`; a free MS_NTZ location would absorb that shift and leave :math:`\kappa` and
-:math:`\rho` informed by their priors alone. :math:`\rho_i` is receptor occupancy,
+:math:`\rho` informed by their priors alone (a prior on a treated-patient offset from that
+location, ``treated_offset``, is the sensitivity analysis of this no-confounding assumption).
+:math:`\rho_i` is receptor occupancy,
 :math:`\kappa_s` the fraction of detectable CD49d lost per unit occupancy (masking plus
 down-modulation), shared by all subsets (``kappa="shared"``) or one per subset
 (``kappa="per_subset"``). The spread :math:`\sigma` is one for all subsets, so that the
 shared-kappa variant means exactly "the same multiplicative loss everywhere; subsets differ only
-in where their expression sits relative to the gate".
+in where their expression sits relative to the gate". One :math:`\sigma` is also what lets
+positive rates tell per-subset :math:`\kappa_s` apart; the prior set ``per_subset_sigma`` gives
+each subset its own (a sensitivity analysis: then :math:`\kappa_s` differ only by their prior).
 
 Parameterisation (the same model, arranged for the sampler):
 
@@ -147,13 +151,9 @@ def add_latent_expression(
     saturation, occupancy = add_saturation(priors)
     kappa_value = add_kappa(priors, kappa)  # scalar or (1, subset)
     log_loss = pt.log1p(-kappa_value * occupancy[:, None])  # (node, 1 or subset)
-    reference_column = reference if kappa == "per_subset" else 0
-    mean_loss = pt.minimum(mean_over_occupancy(log_loss, priors)[reference_column], -NO_LOSS)
-    mean_shift = pm.LogNormal(
-        "mean_probit_shift", np.log(priors.mean_shift_log_median), priors.mean_shift_log_sd
-    )
-    sigma = pm.Deterministic("sigma", -mean_loss / mean_shift)
-    shift = pt.log1p(-kappa_value * saturation[:, None]) / sigma  # (treated, 1 or subset)
+    sigma = add_sigma(log_loss, priors, reference if kappa == "per_subset" else 0)
+    offset = add_treated_offset(priors)
+    shift = pt.log1p(-kappa_value * saturation[:, None]) / sigma + offset  # (treated, 1 or subset)
     n_subsets = len(model.coords["subset"])
     sample_mean = location[baseline_group_codes(cohort)]
     sample_mean = pt.inc_subtensor(
@@ -176,10 +176,36 @@ def add_latent_expression(
     )
     spread = tau_subject**2 + tau_subject_subset**2
     total_sd = pt.sqrt(1.0 + (spread if tau_visit is None else spread + tau_visit**2))
-    treated_location = location[BASELINE_GROUPS.index(NAIVE_GROUP)][None, :] + log_loss / sigma
+    naive_location = location[BASELINE_GROUPS.index(NAIVE_GROUP)][None, :]
+    treated_location = naive_location + log_loss / sigma + offset
     treated_rate = mean_over_occupancy(pm.math.invprobit(treated_location / total_sd), priors)
     add_population_rates(location, total_sd, treated_rate)
     return rate
+
+
+def add_sigma(
+    log_loss: pt.TensorVariable, priors: SaturationPriors, reference_column: int
+) -> pt.TensorVariable:
+    """The SD of log CD49d within a gate, from the sampled mean probit shift ``delta``: one
+    for all subsets (``delta`` of the reference subset), or with ``priors.sigma_per_subset``
+    one per subset (``delta_s`` per subset)."""
+    mean_loss = pt.minimum(mean_over_occupancy(log_loss, priors), -NO_LOSS)  # (1 or subset,)
+    shift_prior = (np.log(priors.mean_shift_log_median), priors.mean_shift_log_sd)
+    if priors.sigma_per_subset:
+        mean_shift = pm.LogNormal("mean_probit_shift", *shift_prior, dims="subset")
+        return pm.Deterministic("sigma", -mean_loss / mean_shift, dims="subset")
+    mean_shift = pm.LogNormal("mean_probit_shift", *shift_prior)
+    return pm.Deterministic("sigma", -mean_loss[reference_column] / mean_shift)
+
+
+def add_treated_offset(priors: SaturationPriors) -> pt.TensorVariable | float:
+    """The treated patients' baseline offset from the MS_naive location (probit, one for all
+    subsets):
+    0 under the default's no-confounding assumption, ``Normal(0, treated_offset_sd)`` in the
+    ``treated_offset`` sensitivity analysis."""
+    if priors.treated_offset_sd <= 0:
+        return 0.0
+    return pm.Normal("treated_offset", 0.0, priors.treated_offset_sd)
 
 
 def add_population_rates(location, total_sd, treated_rate) -> None:

@@ -138,3 +138,85 @@ def test_identification_reports_each_patients_occupancy_beside_the_globals():
     assert occupancy_model.named_vars_to_dims["saturation"] == ("treated_subject",)
     descriptive = positive_rate.build_model(cohort, observed=False)
     assert identification_variables(descriptive) == global_variables(descriptive)
+
+
+def test_per_subset_sigma_gives_each_subset_its_own_spread():
+    """sigma_s = -E log(1 - kappa rho) / delta_s per subset; with every delta_s equal it is the
+    default's one sigma, and the treated rates follow each subset's own sigma."""
+    from models.registry import MODELS
+
+    cohort = design(40)
+    model = MODELS["saturation"].build(cohort, "per_subset_sigma", observed=False)
+    assert model.named_vars_to_dims["mean_probit_shift"] == ("subset",)
+    assert model.named_vars_to_dims["sigma"] == ("subset",)
+    occupancy, kappa, sigmas = 0.9, 0.7, np.array([1.0, 1.5, 2.5])
+    location = np.tile([0.8, 0.5, -1.2], (3, 1))
+    fixed = {
+        "location_probit": location,
+        "tau_subject": 0.0,
+        "tau_subject_subset": 0.0,
+        "saturation_logit_mean": logit((occupancy - 0.6) / 0.4),
+        "saturation_logit_sd": 0.0,
+        "saturation_z": np.zeros(40),
+        "kappa": kappa,
+        "mean_probit_shift": -np.log(1 - kappa * occupancy) / sigmas,
+    }
+    drawn = draw_with_fixed(model, fixed, ["sigma", "pct_pos"], draws=1, seed=2)
+    np.testing.assert_allclose(drawn["sigma"][0], sigmas, rtol=1e-9)
+    expected = stats.norm.cdf(location[1] + np.log(1 - kappa * occupancy) / sigmas)
+    np.testing.assert_allclose(drawn["pct_pos"][0][2], expected, rtol=1e-6)  # MS_NTZ row
+
+
+def test_treated_offset_moves_treated_patients_only():
+    from models.registry import MODELS
+
+    cohort = design(2)
+    default = MODELS["saturation_per_subset"].build(cohort, observed=False)
+    offset = MODELS["saturation_per_subset"].build(cohort, "treated_offset", observed=False)
+    assert "treated_offset" not in default.named_vars
+    assert offset.named_vars_to_dims.get("treated_offset") is None  # one for all subsets
+    point = {"location_probit": np.zeros((3, 3)), "tau_subject": 0.0, "tau_subject_subset": 0.0}
+    without = draw_with_fixed(offset, point | {"treated_offset": 0.0}, ["pct_pos"], draws=1, seed=4)
+    shifted = draw_with_fixed(offset, point | {"treated_offset": 0.5}, ["pct_pos"], draws=1, seed=4)
+    before, after = without["pct_pos"][0], shifted["pct_pos"][0]
+    np.testing.assert_array_equal(before[[0, 1, 3]], after[[0, 1, 3]])  # HC, MS_naive, NMOSD
+    assert (after[2] > before[2]).all()  # MS_NTZ: location + 0.5 probit
+
+
+def test_assumption_sensitivity_tabulates_each_refit_and_records_a_failed_one(monkeypatch):
+    """The table machinery on stand-in fits (prior draws): one row per assumption and
+    estimand with the ratio of SDs; a refit that fails the gate is one not_converged row."""
+    import pymc as pm
+
+    from analysis import fit_report
+    from models.diagnostics import DiagnosticReport
+    from models.estimands import estimand_table
+    from models.fit import FitResult
+    from models.registry import MODELS
+
+    cohort = design(4)
+
+    def stand_in(build, settings, thresholds, *, seed, with_checks):
+        with build():
+            prior = pm.sample_prior_predictive(draws=400, random_seed=seed)
+        tree = prior.copy()
+        tree["posterior"] = prior["prior"]
+        failed = "treated_offset" in getattr(build, "args", ())
+        report = DiagnosticReport(passed=not failed, failures=["stand-in failure"] * failed)
+        return FitResult(idata=tree, report=report, attempts=[0.9])
+
+    monkeypatch.setattr(fit_report, "fit_gated", stand_in)
+    request = fit_report.FitRequest(model_name="saturation_per_subset")
+    default = stand_in(
+        lambda: MODELS["saturation_per_subset"].build(cohort), None, None, seed=1, with_checks=0
+    )
+    estimands = estimand_table(default.idata["posterior"].to_dataset(), cohort.spec)
+    table = fit_report.assumption_sensitivity(cohort, request, estimands)
+    ok = table[table["status"] == "ok"]
+    assert set(ok["assumption"]) == {"per_subset_sigma"}
+    assert set(ok["estimand"]) == set(fit_report.ASSUMPTION_ESTIMANDS)
+    np.testing.assert_allclose(ok["sd_ratio"], ok["sd"] / ok["sd_default"])
+    failed = table[table["status"] != "ok"]
+    assert failed[["assumption", "status", "failures"]].values.tolist() == [
+        ["treated_offset", "not_converged", "stand-in failure"]
+    ]

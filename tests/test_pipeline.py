@@ -158,7 +158,8 @@ def test_a_complete_build_leaves_no_work_and_a_plan_change_reruns_only_what_uses
     tree = scratch_tree(tmp_path)
     everything = planned_jobs(tree)
     assert everything["power"] + everything["power_with_sensitivity"] == 5
-    assert everything["fit"] == 4 and everything["manuscript"] == 1
+    assert everything["fit"] == 3 and everything["fit_with_assumptions"] == 1
+    assert everything["manuscript"] == 1
     touch_outputs(tree)
     assert planned_jobs(tree) == {}
     plan = tree / "simulations" / "plans" / "prognostic.toml"
@@ -201,6 +202,6 @@ def test_a_model_code_change_reruns_every_result_of_that_model_and_no_other(tmp_
     later = time.time() + 10
     os.utime(tree / "models" / "saturation.py", (later, later))
     jobs = planned_jobs(tree)
-    assert jobs["fit"] == 4 and jobs["sbc"] == 5
+    assert jobs["fit"] + jobs["fit_with_assumptions"] == 4 and jobs["sbc"] == 5
     assert jobs["power"] + jobs["power_with_sensitivity"] == 5
     assert "sample_size_validation" not in jobs  # binomial draws only: no model code
