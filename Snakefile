@@ -26,6 +26,15 @@ PLANS = config["plans"]
 SBC_MODELS = config["sbc_models"]
 CORES = workflow.cores
 SBC_THREADS = max(1, CORES // len(SBC_MODELS))
+#: Wall time of each model's SBC at the reduced scale on one worker with empty compilation
+#: caches (s; `make reproduce`, 2026-12-05): the scheduling priority of its job.
+SBC_SECONDS = {
+    "saturation_per_subset": 232,
+    "exacerbation": 209,
+    "saturation": 191,
+    "exacerbation_logit": 139,
+    "positive_rate": 115,
+}
 
 
 def sources(*folders, extra=()):
@@ -230,6 +239,8 @@ rule sbc:
     # empty caches, 12 s with warm ones): the models share the cores side by side, one worker
     # each on 2 cores, rather than each model compiling on every core in turn.
     threads: SBC_THREADS
+    # the longest first, so that the last one does not run alone beside an idle core
+    priority: lambda wildcards: SBC_SECONDS.get(wildcards.model, 0)
     shell:
         "cd49d sbc --model {wildcards.model} --draws {params.draws} --out {params.out} "
         "--workers {threads} --no-progress --replace-stale"
