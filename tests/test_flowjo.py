@@ -30,7 +30,7 @@ def example(tmp_path):
     return paths
 
 
-def run_import(run_cli, paths, out):
+def run_import(run_cli, paths, out, *options):
     return run_cli(
         "import-flowjo",
         paths["table"],
@@ -40,6 +40,7 @@ def run_import(run_cli, paths, out):
         paths["gates"],
         "--out",
         out,
+        *options,
     )
 
 
@@ -88,18 +89,7 @@ def test_a_percentage_only_export_imports_percentages(run_cli, tmp_path):
         "gates": FIXTURES / "pct_only_gates.toml",
     }
     out = tmp_path / "cohort.csv"
-    result = run_cli(
-        "import-flowjo",
-        paths["table"],
-        "--samples",
-        paths["sheet"],
-        "--gates",
-        paths["gates"],
-        "--out",
-        out,
-        "--subsets",
-        "Th1,Treg",
-    )
+    result = run_import(run_cli, paths, out, "--subsets", "Th1,Treg")
     assert result.exit_code == 0, result.stderr
     assert "(Th1: percentage; Treg: percentage)" in result.stdout
     cohort = load_cohort(out, CohortSpec(("Th1", "Treg"), "Treg"))

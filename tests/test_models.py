@@ -41,6 +41,21 @@ def test_model_has_named_dims():
     assert len(model.coords["treated_subject"]) == 3 and len(model.coords["subject"]) == 6
 
 
+def no_spread(location, occupancy: float, kappa: float, sigma, *, patients: int) -> dict:
+    """Fixed values with no subject spread and every patient at the same occupancy (z = 0);
+    ``sigma`` one value or one per subset."""
+    return {
+        "location_probit": location,
+        "tau_subject": 0.0,
+        "tau_subject_subset": 0.0,
+        "saturation_logit_mean": logit((occupancy - 0.6) / 0.4),
+        "saturation_logit_sd": 0.0,
+        "saturation_z": np.zeros(patients),
+        "kappa": kappa,
+        "mean_probit_shift": -np.log(1 - kappa * occupancy) / sigma,
+    }
+
+
 def test_fixed_parameters_are_recovered_from_simulated_counts():
     """With no subject spread, pooled positive rates equal Phi(a + log(1 - kappa rho) / sigma)
     within binomial SE, and pct_pos equals the same closed form."""
@@ -48,16 +63,7 @@ def test_fixed_parameters_are_recovered_from_simulated_counts():
     model = saturation.build_model(cohort, observed=False)
     location = np.tile([0.8, 0.5, -1.2], (3, 1))
     sigma, occupancy, kappa = 1.5, 0.9, 0.7
-    fixed = {  # every patient at the same occupancy: no spread, z = 0
-        "location_probit": location,
-        "tau_subject": 0.0,
-        "tau_subject_subset": 0.0,
-        "saturation_logit_mean": logit((occupancy - 0.6) / 0.4),
-        "saturation_logit_sd": 0.0,
-        "saturation_z": np.zeros(40),
-        "kappa": kappa,
-        "mean_probit_shift": -np.log(1 - kappa * occupancy) / sigma,
-    }
+    fixed = no_spread(location, occupancy, kappa, sigma, patients=40)
     counts = draw_with_fixed(model, fixed, ["n_cd49d_pos"], draws=1, seed=3)["n_cd49d_pos"][0]
     rows = cohort.rows.assign(n_pos=counts)
     pooled = rows.groupby(["group", "subset"], observed=True)["n_pos"].sum() / (40 * 20_000)
@@ -151,16 +157,7 @@ def test_per_subset_sigma_gives_each_subset_its_own_spread():
     assert model.named_vars_to_dims["sigma"] == ("subset",)
     occupancy, kappa, sigmas = 0.9, 0.7, np.array([1.0, 1.5, 2.5])
     location = np.tile([0.8, 0.5, -1.2], (3, 1))
-    fixed = {
-        "location_probit": location,
-        "tau_subject": 0.0,
-        "tau_subject_subset": 0.0,
-        "saturation_logit_mean": logit((occupancy - 0.6) / 0.4),
-        "saturation_logit_sd": 0.0,
-        "saturation_z": np.zeros(40),
-        "kappa": kappa,
-        "mean_probit_shift": -np.log(1 - kappa * occupancy) / sigmas,
-    }
+    fixed = no_spread(location, occupancy, kappa, sigmas, patients=40)
     drawn = draw_with_fixed(model, fixed, ["sigma", "pct_pos"], draws=1, seed=2)
     np.testing.assert_allclose(drawn["sigma"][0], sigmas, rtol=1e-9)
     expected = stats.norm.cdf(location[1] + np.log(1 - kappa * occupancy) / sigmas)
