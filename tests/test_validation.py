@@ -257,3 +257,14 @@ def test_byte_order_mark_crlf_and_quoted_fields_are_accepted(tmp_path):
 def test_byte_order_mark_alone_keeps_the_first_column_name(tmp_path):
     cohort = load_cohort(written(tmp_path, "bom.csv", GOOD_ROWS, bom=True))
     assert cohort.rows["subject_id"].tolist() == ["N01", "N01", "M01", "M01"]
+
+
+def test_a_fit_records_the_ignored_columns_in_its_attributes(tmp_path):
+    """fit.nc's attributes are flat: the ignored columns become one comma-separated text."""
+    from analysis.cli import provenance
+    from analysis.fit_report import flat_provenance
+
+    lines = [GOOD_ROWS[0] + ",notes,panel"] + [line + ",x,A" for line in GOOD_ROWS[1:]]
+    path = written(tmp_path, "extra.csv", lines)
+    record = provenance({"cohort": path}, "cd49d fit --model saturation", load_cohort(path))
+    assert flat_provenance(record)["ignored_columns"] == "notes, panel"
