@@ -98,8 +98,9 @@ class SaturationPriors:
         could not have ruled out), a sensitivity analysis. One offset for all subsets: a
         confounder such as disease activity shifting every CD4 subset alike. An offset per
         subset would absorb each subset's drug shift, as ``sigma_per_subset`` does, and sampled
-        badly (divergent transitions at target acceptance 0.97 with 2 of 3 seeds on the
-        bundled cohort, with nutpie's low-rank mass matrix too).
+        badly on the bundled cohort (divergent transitions at target acceptance 0.97, failing
+        the gate, with 1 of 2 seeds on the diagonal mass matrix and 1 of 2 on nutpie's
+        low-rank one; one offset for all subsets passed with 3 of 3).
     """
 
     location_probit_sd: float = 1.5
