@@ -72,6 +72,7 @@ RESULT_FILES = [
     expand(f"{RESULTS}/power/{{plan}}/sample_size_sensitivity.png", plan=SENSITIVITY_PLANS),
     expand(f"{RESULTS}/sbc/{{model}}/sbc_summary.csv", model=SBC_MODELS),
     f"{RESULTS}/sample_size_validation.csv",
+    f"{RESULTS}/mfi/mfi_comparison.csv",
 ]
 
 
@@ -137,6 +138,20 @@ use rule fit as fit_with_assumptions with:
         f"{RESULTS}/fits/{{model}}/assumption_sensitivity.csv",
     wildcard_constraints:
         model="|".join(ASSUMPTION_MODELS),
+
+
+rule mfi_comparison:
+    input:
+        config="simulations/configs/kimura2016_cohort.toml",
+        code=sources("models", extra=["analysis/mfi_comparison.py", "simulations/cohort.py"]),
+    output:
+        f"{RESULTS}/mfi/mfi_comparison.csv",
+        f"{RESULTS}/mfi/cohort_mfi.csv",
+    params:
+        out=f"{RESULTS}/mfi",
+    threads: 2
+    shell:
+        "python -m analysis.mfi_comparison {params.out}"
 
 
 rule compare:
@@ -275,6 +290,7 @@ rule numbers:
         ),
         f"{RESULTS}/fits/loo_kappa.csv",
         expand(f"{RESULTS}/fits/{{model}}/assumption_sensitivity.csv", model=ASSUMPTION_MODELS),
+        f"{RESULTS}/mfi/mfi_comparison.csv",
         f"{RESULTS}/crossval/kfold_compare.csv",
         # each power job also writes the run's manifest.json
         expand(f"{RESULTS}/power/{{plan}}/{{name}}", plan=PLANS, name=POWER_TABLES),

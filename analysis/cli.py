@@ -209,7 +209,8 @@ def summary_text(table) -> str:
     "--gates",
     required=True,
     type=click.Path(path_type=Path),
-    help="GATES.toml: one [subsets.NAME] table per subset with parent, positive and optional mfi.",
+    help="GATES.toml: one [subsets.NAME] table per subset with parent, positive and, optional "
+    "and together, mfi (the median column) and gate_value (the CD49d+ gate boundary).",
 )
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="The cohort CSV to write."

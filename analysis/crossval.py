@@ -32,9 +32,10 @@ from models.data import Cohort
 from models.diagnostics import Thresholds
 from models.fit import SamplerSettings, fit_gated
 from models.registry import MODELS
-from models.schema import EXACERBATION_COLUMN, PCT_COLUMN
+from models.schema import EXACERBATION_COLUMN, MFI_COLUMN, PCT_COLUMN
 
-OUTCOME_COLUMNS = ("n_cd49d_pos", "n_cells", PCT_COLUMN)
+#: A held-out subject's measurements (its MFI gate value stays: a design value, unused alone).
+OUTCOME_COLUMNS = ("n_cd49d_pos", "n_cells", PCT_COLUMN, MFI_COLUMN)
 
 
 def subject_folds(cohort: Cohort, k: int, seed: int) -> list[list[str]]:
@@ -57,7 +58,7 @@ def without_outcomes(cohort: Cohort, subjects: list[str]) -> Cohort:
     """The cohort with the outcomes of ``subjects`` blanked (they stay in the model's coords)."""
     rows = cohort.rows.copy()
     held_out = rows["subject_id"].isin(subjects)
-    for column in (*OUTCOME_COLUMNS, EXACERBATION_COLUMN):
+    for column in [c for c in (*OUTCOME_COLUMNS, EXACERBATION_COLUMN) if c in rows.columns]:
         rows.loc[held_out, column] = np.nan
     rows = rows.drop(columns=["has_counts", "positive_rate"])
     return Cohort.from_frame(

@@ -28,6 +28,7 @@ from models.diagnostics import Thresholds
 from models.estimands import estimand_table
 from models.fit import FitResult, SamplerSettings, fit_gated
 from models.registry import MODELS
+from models.saturation import mfi_rows
 from models.sensitivity import (
     global_variables,
     identification_table,
@@ -48,6 +49,8 @@ ASSUMPTIONS = {
     "confounding)",
 }
 ASSUMPTION_MODELS = ("saturation_per_subset",)
+#: Why a cohort with MFI gets no per_subset_sigma refit.
+MFI_SIGMA_NOTE = "the cohort's MFI identifies sigma per subset, which the default fit already has"
 ASSUMPTION_ESTIMANDS = ("reduction", "ratio_fold_change", "kappa_difference")
 #: Draws and tuning steps per chain of the assumption refits: posterior means and SDs of a few
 #: estimands need no more, and the gate (bulk and tail ESS >= 400) still applies.
@@ -79,6 +82,8 @@ def run_fit(
     model = spec.build(cohort, request.prior_set)  # ValueError here: the cohort does not fit
     request = replace(request, settings=request.settings.for_cohort(cohort))
     say(f"fitting {spec.name} ({spec.description}) with {request.settings.sampler}")
+    if has_mfi(cohort):
+        say(mfi_message(cohort, spec.uses_saturation))
     if request.settings.mass_matrix == "low_rank":
         say(
             "samples share patients (patient_id): nutpie adapts a low-rank mass matrix, since "
@@ -124,6 +129,21 @@ def run_fit(
     write_netcdf(idata, out_dir / "fit.nc")  # last: its presence means every output is current
     say(headline(estimands, identification))
     return result
+
+
+def has_mfi(cohort: Cohort) -> bool:
+    return bool(len(mfi_rows(cohort, observed=True)))
+
+
+def mfi_message(cohort: Cohort, used: bool) -> str:
+    """What the fit does with the cohort's MFI readings."""
+    count = len(mfi_rows(cohort, observed=True))
+    if not used:
+        return f"{count} rows carry MFI; this model does not use it (the saturation models do)"
+    return (
+        f"{count} rows carry MFI (mfi_cd49d, mfi_gate): sigma is one per subset, identified by "
+        "the MFI"
+    )
 
 
 #: What a fit writes (``fit.nc`` last, as the mark of a complete fit).
@@ -259,6 +279,10 @@ def assumption_sensitivity(
     default = estimands[estimands["estimand"].isin(ASSUMPTION_ESTIMANDS)]
     tables = []
     for offset, (assumption, relaxed) in enumerate(ASSUMPTIONS.items(), start=2):
+        if assumption == "per_subset_sigma" and has_mfi(cohort):
+            row = {"status": "not_applicable", "failures": MFI_SIGMA_NOTE}
+            tables.append(pd.DataFrame([{"assumption": assumption, "relaxed": relaxed, **row}]))
+            continue
         build = partial(MODELS[request.model_name].build, cohort, assumption)
         refit = fit_gated(
             build, settings, request.thresholds, seed=request.seed + offset, with_checks=False
@@ -287,7 +311,9 @@ def assumption_summary(table: pd.DataFrame) -> str:
             f"  {row.assumption:<17} {label:<26} {row.sd_default:.3f} -> {row.sd:.3f} "
             f"(x{row.sd_ratio:.1f}); mean {row.mean_default:.3f} -> {row.mean:.3f}"
         )
-    failed = table.loc[table["status"] != "ok", "assumption"].tolist()
+    if (table["status"] == "not_applicable").any():
+        lines.append(f"  per_subset_sigma: not refitted ({MFI_SIGMA_NOTE})")
+    failed = table.loc[~table["status"].isin(["ok", "not_applicable"]), "assumption"].tolist()
     if failed:
         lines.append(f"  refits that failed the gate (recorded, not used): {', '.join(failed)}")
     return "\n".join(lines)

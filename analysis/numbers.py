@@ -21,6 +21,8 @@ when its result files are (a section with no rows is left out):
   informed_by}}`` (``fits/MODEL/identification.csv``);
 - ``assumption_sensitivity``: per model the rows of ``fits/MODEL/assumption_sensitivity.csv``
   (the estimands refitted without the shared sigma and without the no-confounding assumption);
+- ``mfi_comparison``: the rows of ``mfi/mfi_comparison.csv`` (a SIMULATED cohort of the
+  study's design fitted with and without median fluorescence; ``analysis.mfi_comparison``);
 - ``prior_sensitivity``: per saturation model the rows of ``fits/MODEL/prior_sensitivity.csv``
   in file order, with the file's column names (every estimand under the default prior and
   under a Uniform(0.6, 1) occupancy prior, and ``shift_in_sd``);
@@ -239,6 +241,10 @@ def prior_sensitivity_numbers(fits_dir: Path) -> dict:
 
 def assumption_sensitivity_numbers(fits_dir: Path) -> dict:
     return per_model(fits_dir, "assumption_sensitivity.csv", records)
+
+
+def mfi_comparison_numbers(path: Path) -> list[dict]:
+    return records(read_csv(path))
 
 
 #: A posterior predictive p-value below this is counted as a cell the model rarely reproduces.
@@ -504,6 +510,7 @@ def gather(
         "identification": (results / "fits", identification_numbers),
         "prior_sensitivity": (results / "fits", prior_sensitivity_numbers),
         "assumption_sensitivity": (results / "fits", assumption_sensitivity_numbers),
+        "mfi_comparison": (results / "mfi" / "mfi_comparison.csv", mfi_comparison_numbers),
         "ppc_new_subjects": (results / "fits", ppc_numbers),
         "loo": (results / "fits" / "loo_kappa.csv", loo_numbers),
         "crossval": (results / "crossval" / "kfold_compare.csv", crossval_numbers),

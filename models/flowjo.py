@@ -9,14 +9,17 @@ cohort:
 - a **sample sheet** (CSV): ``sample`` (the table's sample name), ``subject_id``, ``group`` and
   any subject-level column of the schema (``exacerbation``, ``patient_id``, covariates);
 - a **gates file** (TOML): one ``[subsets.NAME]`` table per subset with ``parent`` (the subset's
-  gate path), ``positive`` (its CD49d+ child gate) and optionally ``mfi`` (the full column name
-  of the subset's CD49d median).
+  gate path), ``positive`` (its CD49d+ child gate) and optionally, together, ``mfi`` (the full
+  column name of the subset's CD49d median, over all cells of the parent gate) and
+  ``gate_value`` (the CD49d+ gate's lower edge, in the same fluorescence units).
 
 Per sample and subset, ``n_cells`` is the parent gate's count, ``n_cd49d_pos`` the positive
 gate's and ``pct_cd49d_pos`` the positive gate's frequency of parent, each where the table has
-it (a percentage-only export gives the percentage alone). The rows then go through the one
-validator (``models.validation``); its problems are reported where they arise: the table's,
-the sheet's or the gates file's line and column.
+it (a percentage-only export gives the percentage alone). Where the gates file gives ``mfi`` and
+``gate_value``, ``mfi_cd49d`` is the table's median cell and ``mfi_gate`` the ``gate_value``
+(both blank on a row whose median cell is blank). The rows then go through the one validator
+(``models.validation``); its problems are reported where they arise: the table's, the sheet's or
+the gates file's line and column (``mfi_gate``'s at the ``gate_value`` key).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import math
 import re
 import tempfile
 import tomllib
@@ -41,7 +45,17 @@ FREQUENCY_OF_PARENT = ("Freq. of Parent (%)", "Freq. of Parent")
 #: Summary rows FlowJo appends below the samples.
 SUMMARY_ROWS = frozenset({"Mean", "SD"})
 SAMPLE = "sample"
-GATE_KEYS = ("parent", "positive", "mfi")
+GATE_KEYS = ("parent", "positive", "mfi", "gate_value")
+#: The two gates-file keys of an MFI reading, and what each is, for the message when one is
+#: given without the other.
+MFI_KEYS = {
+    "mfi": "the subset's CD49d median (the full name of the table's median column)",
+    "gate_value": (
+        "the gate's boundary value (the CD49d+ gate's lower edge, in the units of the 'mfi' column)"
+    ),
+}
+#: The cohort's measurement columns, and whether each is a whole number.
+MEASUREMENTS = (("n_cells", True), ("n_cd49d_pos", True), (s.PCT_COLUMN, False))
 #: Suggestions offered for a name that matches nothing.
 SUGGESTIONS = 3
 
@@ -79,6 +93,7 @@ class SubsetGates:
     parent: str
     positive: str
     mfi: str | None
+    gate_value: float | None
     lines: dict[str, int]
 
 
@@ -155,7 +170,14 @@ def read_gates(path: Path, spec: s.CohortSpec) -> tuple[list[SubsetGates], list[
         problems += found
         if not found:
             gates.append(
-                SubsetGates(name, table["parent"], table["positive"], table.get("mfi"), lines)
+                SubsetGates(
+                    name,
+                    table["parent"],
+                    table["positive"],
+                    table.get("mfi"),
+                    table.get("gate_value"),
+                    lines,
+                )
             )
     return gates, problems
 
@@ -190,6 +212,7 @@ def subset_gate_problems(
         for k in table
         if k not in GATE_KEYS
     ]
+    problems += mfi_key_problems(path, key, table, lines)
     if problems:
         return problems
     parent, positive = table["parent"].strip("/"), table["positive"].strip("/")
@@ -205,6 +228,32 @@ def subset_gate_problems(
             )
         ]
     return []
+
+
+def mfi_key_problems(path: Path, key: str, table: dict, lines: dict[str, int]) -> list[Located]:
+    """``mfi`` and ``gate_value``: a column name and a finite number, both or neither.
+
+    A ``gate_value`` of 0 or below is left to the validator, whose message for ``mfi_gate`` is
+    placed back at this key.
+    """
+    given = [k for k in MFI_KEYS if k in table]
+    if len(given) == 1:
+        (present,), (absent,) = given, [k for k in MFI_KEYS if k not in table]
+        message = f"missing: {present!r} is given, and an MFI reading needs {MFI_KEYS[absent]}"
+        return [Located(path, lines[""], f"{key}.{absent}", message, "key")]
+    problems = []
+    mfi, gate_value = table.get("mfi"), table.get("gate_value")
+    if "mfi" in table and (not isinstance(mfi, str) or not mfi.strip()):
+        message = f"must be the full name of the table's median column, got {mfi!r}"
+        problems.append(Located(path, lines["mfi"], f"{key}.mfi", message, "key"))
+    is_number = isinstance(gate_value, int | float) and not isinstance(gate_value, bool)
+    if "gate_value" in table and not (is_number and math.isfinite(gate_value)):
+        message = (
+            "must be a number above 0 (the CD49d+ gate's lower edge, in the units of the 'mfi' "
+            f"column), got {gate_value!r}"
+        )
+        problems.append(Located(path, lines["gate_value"], f"{key}.gate_value", message, "key"))
+    return problems
 
 
 def key_line(text: str, subset: str, key: str) -> int:
@@ -255,8 +304,10 @@ class SubsetColumns:
         return self.n_cells is not None and self.n_cd49d_pos is not None
 
     def measured(self) -> str:
+        """``counts``, ``percentage`` and ``MFI``, as far as the table has them."""
         kinds = ["counts"] * self.has_counts + ["percentage"] * (self.pct is not None)
-        return " and ".join(kinds)
+        kinds += ["MFI"] * (self.mfi is not None)
+        return " and ".join([", ".join(kinds[:-1]), kinds[-1]] if len(kinds) > 2 else kinds)
 
 
 def subset_columns(
@@ -404,10 +455,11 @@ def unmatched_samples(table: Table, sheet: Table, by_sample: dict) -> list[Locat
 
 @dataclass
 class SourceMap:
-    """Where each cell of the built cohort came from: (file, line, column) per (line, column)."""
+    """Where each cell of the built cohort came from: (file, line, column or key, ``column`` or
+    ``key``) per (line, column)."""
 
     header: tuple[Path, int]  # the sheet's header: the cohort's columns other than measurements
-    cells: dict[tuple[int, str], tuple[Path, int, str]] = field(default_factory=dict)
+    cells: dict[tuple[int, str], tuple[Path, int, str, str]] = field(default_factory=dict)
     rows: dict[int, tuple[Path, int]] = field(default_factory=dict)
 
     def locate(self, problem: Problem, fallback: Path) -> Located:
@@ -415,8 +467,8 @@ class SourceMap:
         if problem.line == 1:
             return Located(*self.header, problem.column, problem.message)
         if (problem.line, problem.column) in self.cells:
-            path, line, column = self.cells[(problem.line, problem.column)]
-            return Located(path, line, column, problem.message)
+            path, line, column, what = self.cells[(problem.line, problem.column)]
+            return Located(path, line, column, problem.message, what)
         if problem.line in self.rows:
             path, line = self.rows[problem.line]
             return Located(path, line, problem.column, problem.message)
@@ -475,9 +527,9 @@ def cohort_frame(
     """One cohort row per matched sample and subset (cells as text), and where each cell came
     from."""
     subject_columns = [c for c in sheet.header if c != SAMPLE]
-    measurement = [("n_cells", True), ("n_cd49d_pos", True), (s.PCT_COLUMN, False)]
+    mfi = list(s.MFI_COLUMNS) if any(c.mfi is not None for c in columns) else []
     rest = [c for c in subject_columns if c not in ("subject_id", "group")]
-    header = ["subject_id", "group", "subset", *(m for m, _ in measurement), *rest]
+    header = ["subject_id", "group", "subset", *(m for m, _ in MEASUREMENTS), *mfi, *rest]
     sources, problems, records = SourceMap((sheet.path, sheet.header_line)), [], []
     for line, row in table.rows:
         if row[0] not in by_sample:
@@ -485,23 +537,43 @@ def cohort_frame(
         sheet_line, subject = by_sample[row[0]]
         for found in columns:
             cohort_line = len(records) + 2
-            record = dict(subject) | {"subset": found.gates.subset}
-            source_columns = {"n_cells": found.n_cells, "n_cd49d_pos": found.n_cd49d_pos}
-            source_columns[s.PCT_COLUMN] = found.pct
-            for name, whole in measurement:
-                source = source_columns[name]
-                record[name], cell = (
-                    ("", []) if source is None else cell_text(table, line, row, source, whole=whole)
-                )
-                problems += cell
-                if source is not None:
-                    sources.cells[(cohort_line, name)] = (table.path, line, source)
+            measured, cells, cell_problems = measurement_cells(table, line, row, found, gates_path)
+            problems += cell_problems
+            records.append(dict(subject) | {"subset": found.gates.subset} | measured)
+            sources.cells |= {(cohort_line, name): cell for name, cell in cells.items()}
             for name in subject_columns:
-                sources.cells[(cohort_line, name)] = (sheet.path, sheet_line, name)
-            sources.cells[(cohort_line, "subset")] = (gates_path, found.gates.lines[""], "subset")
+                sources.cells[(cohort_line, name)] = (sheet.path, sheet_line, name, "column")
+            subset_line = found.gates.lines[""]
+            sources.cells[(cohort_line, "subset")] = (gates_path, subset_line, "subset", "column")
             sources.rows[cohort_line] = (table.path, line)
-            records.append(record)
     return pd.DataFrame(records, columns=header), sources, problems
+
+
+def measurement_cells(
+    table: Table, line: int, row: list[str], found: SubsetColumns, gates_path: Path
+) -> tuple[dict[str, str], dict[str, tuple[Path, int, str, str]], list[Located]]:
+    """One table row's measurements of one subset as cohort cells (text), where each came from,
+    and the cells that are not numbers.
+
+    ``mfi_gate`` is the gates file's ``gate_value`` on a row whose median cell is not blank: a
+    sample without a median has no MFI reading (both blank).
+    """
+    source_columns = {"n_cells": found.n_cells, "n_cd49d_pos": found.n_cd49d_pos}
+    source_columns |= {s.PCT_COLUMN: found.pct, s.MFI_COLUMN: found.mfi}
+    cells, sources, problems = {}, {}, []
+    for name, whole in (*MEASUREMENTS, (s.MFI_COLUMN, False)):
+        source = source_columns[name]
+        if source is None:
+            continue
+        cells[name], cell_problems = cell_text(table, line, row, source, whole=whole)
+        problems += cell_problems
+        sources[name] = (table.path, line, source, "column")
+    if cells.get(s.MFI_COLUMN):
+        gates = found.gates
+        cells[s.MFI_GATE_COLUMN] = str(gates.gate_value)
+        key = f"subsets.{gates.subset}.gate_value"
+        sources[s.MFI_GATE_COLUMN] = (gates_path, gates.lines["gate_value"], key, "key")
+    return cells, sources, problems
 
 
 def csv_text(frame: pd.DataFrame) -> str:

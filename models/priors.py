@@ -88,6 +88,24 @@ class SaturationPriors:
         positive rates tell per-subset kappas apart. Under this variant a per-subset kappa fits
         the rates exactly as well, so ``kappa_difference`` comes from the priors (the prior set
         ``per_subset_sigma``, a sensitivity analysis).
+    mfi_log_sd_sd
+        ``mfi_log_sd ~ HalfNormal(0.2)``: the SD of a row's ``log(mfi_cd49d / mfi_gate)`` around
+        the subset's median log CD49d relative to its gate (``sigma_s`` times the row's probit),
+        only for cohorts with MFI columns. Within one laboratory and instrument, replicate
+        cellular fluorescence intensities varied with CVs of 3.0-9.9% (log SDs 0.03-0.10), and
+        across 34 laboratories with CVs of 20-34% (Vogt et al. 1991, Cytometry 12:525-536).
+        The scale 0.2 puts the within-lab values in the prior's bulk (median 0.13) and still
+        allows errors of the between-lab size (97.5% quantile 0.45), which also covers a
+        subset whose CD49d is not log-normal within its gate (so that its median and its
+        positive rate disagree under the model).
+    sigma_measured, sigma_log_median, sigma_log_sd
+        Set for cohorts with MFI (``models.saturation.spread_for_measurements``, never by a
+        prior set): the model then samples ``sigma_s ~ LogNormal(log 1.5, 0.5)`` per subset and
+        derives ``delta_s``. Flow-cytometric surface markers span one to two decades, a
+        log-scale SD of about 1-2 (assumption; the prior the ``delta`` prior above was matched
+        to). The MFI pins each sigma_s down (posterior SD about 0.02 on a simulated cohort of
+        the study's design, ``analysis/mfi_comparison.py``); sampling delta_s instead left
+        sigma_s a narrow curved ridge in (delta_s, kappa, occupancy) that failed the gate.
     treated_offset_sd
         SD of ``treated_offset ~ Normal(0, sd)``, a baseline offset (probit units, the same in
         every subset) of the treated patients' location from the MS_naive one. 0 (the default,
@@ -122,6 +140,10 @@ class SaturationPriors:
     uniform_saturation: bool = False
     sigma_per_subset: bool = False
     treated_offset_sd: float = 0.0
+    mfi_log_sd_sd: float = 0.2
+    sigma_measured: bool = False
+    sigma_log_median: float = 1.5
+    sigma_log_sd: float = 0.5
 
 
 @dataclass(frozen=True)

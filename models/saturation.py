@@ -43,6 +43,16 @@ Parameterisation (the same model, arranged for the sampler):
   :math:`\delta` (their split comes from the priors), and a measured occupancy
   (``saturation_measured``, :math:`\mathrm{Normal}(\rho_i, 0.05)`) separates :math:`\rho`.
 
+Median fluorescence (MFI; optional columns ``mfi_cd49d`` and ``mfi_gate``): the median of a
+subset's log CD49d is :math:`\mu_{is} = \sigma_s \eta_{is}` relative to the gate, so
+:math:`\log(\mathrm{mfi}_{is} / \mathrm{gate}_{is}) \sim \mathrm{Normal}(\sigma_s \eta_{is},
+\mathrm{mfi\_log\_sd})` (``add_mfi_likelihood``). A cohort with MFI rows gets a spread per
+subset, whatever the prior set: the MFI identifies each :math:`\sigma_s` and the drug's loss
+of log CD49d, :math:`\log(1 - \kappa_s \rho)`, which the rates alone see only divided by
+:math:`\sigma_s`. The split of that loss into :math:`\kappa_s` and :math:`\rho` still comes
+from the priors (or a measured occupancy), but the ratio of two subsets' losses, and so
+``kappa_difference``, no longer rests on the equal-spread assumption.
+
 Rows with only a percentage use ``models.likelihood``'s logit-normal. ``pct_pos[group, subset]``
 is the population-average positive rate: over subject effects by the probit-normal identity
 :math:`E\,\Phi(a + e) = \Phi(a / \sqrt{1 + \tau_b^2 + \tau_c^2})`, and for MS_NTZ also over the
@@ -52,6 +62,7 @@ occupancy distribution (Gauss-Hermite quadrature in :math:`z`). Priors and their
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -62,9 +73,9 @@ from scipy.special import expit, logit
 
 from models.data import Cohort
 from models.effects import add_subject_predictors, add_visit_sd
-from models.likelihood import add_rate_likelihood
+from models.likelihood import add_rate_likelihood, row_labels
 from models.priors import SATURATION_FLOOR, SATURATION_SPAN, SaturationPriors
-from models.schema import GROUPS, NAIVE_GROUP, TREATED_GROUP
+from models.schema import GROUPS, MFI_COLUMN, MFI_GATE_COLUMN, NAIVE_GROUP, TREATED_GROUP
 
 KappaVariant = Literal["shared", "per_subset"]
 BASELINE_GROUPS: tuple[str, ...] = tuple(g for g in GROUPS if g != TREATED_GROUP)
@@ -105,12 +116,74 @@ def build_model(
         ``positive_rate_subject`` (subject, subset), ``pct_pos`` (group, subset), ``sigma``,
         ``saturation`` and ``saturation_mean`` are deterministics.
     """
-    priors = priors or SaturationPriors()
+    priors = spread_for_measurements(priors or SaturationPriors(), cohort, observed=observed)
     with pm.Model(coords=model_coords(cohort)) as model:
-        rate = add_latent_expression(model, cohort, priors, kappa=kappa, observed=observed)
+        rate, probit = add_latent_expression(model, cohort, priors, kappa=kappa, observed=observed)
         add_rate_likelihood(cohort, rate, observed=observed)
+        add_mfi_likelihood(model, cohort, probit, priors, observed=observed)
         add_measured_saturation(model, cohort, priors, observed=observed)
     return model
+
+
+def spread_for_measurements(
+    priors: SaturationPriors, cohort: Cohort, *, observed: bool
+) -> SaturationPriors:
+    """With MFI rows the spread is one per subset: the MFI identifies each subset's sigma, so
+    the equal-spread assumption is not needed (``sigma_per_subset``)."""
+    if len(mfi_rows(cohort, observed=observed)):
+        return replace(priors, sigma_per_subset=True, sigma_measured=True)
+    return priors
+
+
+def mfi_rows(cohort: Cohort, *, observed: bool) -> np.ndarray:
+    """Rows with an MFI reading (both columns); when simulating, rows with a gate value."""
+    rows = cohort.rows
+    if MFI_GATE_COLUMN not in rows.columns:
+        return np.array([], dtype=int)
+    given = rows[MFI_GATE_COLUMN].notna()
+    if observed:
+        given &= rows[MFI_COLUMN].notna() if MFI_COLUMN in rows.columns else False
+    return np.flatnonzero(given.to_numpy())
+
+
+def add_mfi_likelihood(
+    model: pm.Model,
+    cohort: Cohort,
+    probit: pt.TensorVariable,
+    priors: SaturationPriors,
+    *,
+    observed: bool,
+) -> None:
+    r"""``log(mfi_cd49d / mfi_gate) ~ Normal(sigma_s * probit_is, mfi_log_sd)`` per MFI row.
+
+    The median of a subset's log CD49d is its location :math:`\mu_{is} = \sigma_s \eta_{is}`
+    relative to the gate (log gate 0), so a median read beside the positive rate measures
+    :math:`\sigma_s` and, between treated and naive patients, the drug's loss of log CD49d
+    itself, which positive rates see only in units of :math:`\sigma_s`. When simulating, MFI
+    is drawn for every row with a gate value (``mfi_cd49d`` then follows as
+    ``mfi_gate * exp(log_mfi_ratio)``).
+    """
+    rows = mfi_rows(cohort, observed=observed)
+    if not len(rows):
+        return
+    index = cohort.index_arrays()
+    subject, subset = index["row_subject"][rows], index["row_subset"][rows]
+    sigma = model["sigma"]
+    spread = sigma[subset] if sigma.ndim else sigma
+    model.add_coord("mfi_row", row_labels(cohort)[rows])
+    values = None
+    if observed:
+        table = cohort.rows.iloc[rows]
+        ratio = np.log(table[MFI_COLUMN].to_numpy(float) / table[MFI_GATE_COLUMN].to_numpy(float))
+        values = pm.Data("observed_log_mfi_ratio", ratio, dims="mfi_row")
+    log_sd = pm.HalfNormal("mfi_log_sd", priors.mfi_log_sd_sd)
+    pm.Normal(
+        "log_mfi_ratio",
+        mu=spread * probit[subject, subset],
+        sigma=log_sd,
+        observed=values,
+        dims="mfi_row",
+    )
 
 
 def model_coords(cohort: Cohort) -> dict[str, list[str]]:
@@ -138,8 +211,9 @@ def add_latent_expression(
     *,
     kappa: KappaVariant,
     observed: bool = True,
-) -> pt.TensorVariable:
-    """Location, spread, subject effects and occupancy; returns the (subject, subset) rates."""
+) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """Location, spread, subject effects and occupancy; returns the (subject, subset) rates and
+    their probits."""
     subjects = model.coords["subject"]
     treated_index = np.array([subjects.index(t) for t in model.coords["treated_subject"]], int)
     reference = list(model.coords["subset"]).index(cohort.spec.reference_subset)
@@ -180,7 +254,7 @@ def add_latent_expression(
     treated_location = naive_location + log_loss / sigma + offset
     treated_rate = mean_over_occupancy(pm.math.invprobit(treated_location / total_sd), priors)
     add_population_rates(location, total_sd, treated_rate)
-    return rate
+    return rate, probit
 
 
 def add_sigma(
@@ -191,6 +265,11 @@ def add_sigma(
     one per subset (``delta_s`` per subset)."""
     mean_loss = pt.minimum(mean_over_occupancy(log_loss, priors), -NO_LOSS)  # (1 or subset,)
     shift_prior = (np.log(priors.mean_shift_log_median), priors.mean_shift_log_sd)
+    if priors.sigma_measured:
+        sigma_prior = (np.log(priors.sigma_log_median), priors.sigma_log_sd)
+        sigma = pm.LogNormal("sigma", *sigma_prior, dims="subset")
+        pm.Deterministic("mean_probit_shift", -mean_loss / sigma, dims="subset")
+        return sigma
     if priors.sigma_per_subset:
         mean_shift = pm.LogNormal("mean_probit_shift", *shift_prior, dims="subset")
         return pm.Deterministic("sigma", -mean_loss / mean_shift, dims="subset")

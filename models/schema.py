@@ -23,7 +23,12 @@ MEASUREMENT_COLUMNS: tuple[str, ...] = (*COUNT_COLUMNS, PCT_COLUMN)
 REQUIRED_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, EXACERBATION_COLUMN)
 #: The columns of a cohort file this package writes (the bundled cohort, simulate-cohort).
 FILE_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *MEASUREMENT_COLUMNS, EXACERBATION_COLUMN)
+#: Optional per-row fluorescence: the subset's median CD49d fluorescence and the fluorescence
+#: value of its CD49d+ gate boundary, in the same (linear, compensated) units; both or neither.
+MFI_COLUMN, MFI_GATE_COLUMN = "mfi_cd49d", "mfi_gate"
+MFI_COLUMNS: tuple[str, ...] = (MFI_COLUMN, MFI_GATE_COLUMN)
 OPTIONAL_COLUMNS: tuple[str, ...] = (
+    *MFI_COLUMNS,
     "patient_id",
     "age",
     "sex",
@@ -35,6 +40,7 @@ NUMERIC_COLUMNS: tuple[str, ...] = (
     *COUNT_COLUMNS,
     PCT_COLUMN,
     EXACERBATION_COLUMN,
+    *MFI_COLUMNS,
     "age",
     "months_on_ntz",
     "days_since_infusion",

@@ -28,9 +28,9 @@ SUBJECT_DIMS = frozenset(
     {"subject", "patient", "treated_subject", "count_row", "pct_row", "visit_contrast"}
 )
 #: Deterministics reported beside the free variables: population rates and the mechanistic
-#: quantities that the saturation models derive (sigma from the mean probit shift; per-subset
-#: kappa from its pooled logit).
-DERIVED_GLOBALS = ("pct_pos", "saturation_mean", "sigma", "kappa")
+#: quantities that the saturation models derive (sigma from the mean probit shift, or with MFI
+#: the mean probit shift from sigma; per-subset kappa from its pooled logit).
+DERIVED_GLOBALS = ("pct_pos", "saturation_mean", "sigma", "mean_probit_shift", "kappa")
 
 
 #: Per-patient quantities reported beside the global ones in identification.csv. With a shared

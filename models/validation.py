@@ -260,6 +260,18 @@ def cell_schema(spec: s.CohortSpec) -> pa.DataFrameSchema:
             nullable=True,
         ),
         "saturation_measured": pa.Column(float, fraction, nullable=True, required=False),
+        **{
+            column: pa.Column(
+                float,
+                pa.Check.gt(
+                    0,
+                    error="fluorescence must be above 0 (its logarithm is modelled), got {value:g}",
+                ),
+                nullable=True,
+                required=False,
+            )
+            for column in s.MFI_COLUMNS
+        },
         "age": pa.Column(
             float,
             pa.Check.in_range(0, 120, error="age outside 0-120 years: {value:g}"),
@@ -353,6 +365,7 @@ def row_problems(frame: pd.DataFrame) -> list[Problem]:
             lambda r: f"must be blank outside {s.TREATED_GROUP} (this row's group is {r.group})",
         ),
     ]
+    rules += mfi_pair_rules(frame)
     if "saturation_measured" in frame.columns:
         rules.append(
             (
@@ -370,6 +383,28 @@ def row_problems(frame: pd.DataFrame) -> list[Problem]:
         Problem(int(row.source_line), column, describe(row))
         for mask, column, describe in rules
         for row in frame[mask.fillna(False).astype(bool)].itertuples()
+    ]
+
+
+def mfi_pair_rules(frame: pd.DataFrame) -> list[tuple]:
+    """An MFI reading is the subset's median and its gate boundary: both or neither per row."""
+    if not any(column in frame.columns for column in s.MFI_COLUMNS):
+        return []
+    mfi = frame.get(s.MFI_COLUMN, pd.Series(np.nan, index=frame.index))
+    gate = frame.get(s.MFI_GATE_COLUMN, pd.Series(np.nan, index=frame.index))
+    return [
+        (
+            column.isna() & other.notna(),
+            name,
+            lambda r, other_name=other_name: (
+                f"blank, but {other_name} is given: an MFI reading needs both "
+                f"{' and '.join(s.MFI_COLUMNS)}"
+            ),
+        )
+        for column, name, other, other_name in (
+            (mfi, s.MFI_COLUMN, gate, s.MFI_GATE_COLUMN),
+            (gate, s.MFI_GATE_COLUMN, mfi, s.MFI_COLUMN),
+        )
     ]
 
 

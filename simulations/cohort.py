@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,16 @@ from models.saturation import (
     mean_probit_shift,
     occupancy_logit_parameters,
 )
-from models.schema import FILE_COLUMNS, GROUPS, PCT_COLUMN, TREATED_GROUP, CohortSpec
+from models.schema import (
+    FILE_COLUMNS,
+    GROUPS,
+    MFI_COLUMN,
+    MFI_COLUMNS,
+    MFI_GATE_COLUMN,
+    PCT_COLUMN,
+    TREATED_GROUP,
+    CohortSpec,
+)
 from models.simulate import draw_with_fixed
 
 DEFAULT_CONFIG = Path(str(resources.files("simulations") / "configs" / "kimura2016_cohort.toml"))
@@ -50,7 +59,16 @@ OPTIONAL_PARAMETERS = {
         "assumption (the bundled default): sample x subset (visit) SD of log CD49d location; "
         "see simulations/configs/visit_variation.md",
     ),
+    "mfi_log_sd": (
+        0.1,
+        "Vogt et al. 1991 (Cytometry 12:525-536): within-laboratory CVs of cellular "
+        "fluorescence intensity 3.0-9.9%; 0.1 on the log scale is the upper end. Used only "
+        "when the design has MFI (design.mfi_gate)",
+    ),
 }
+#: Gate values of a design with MFI when none are configured (``with_mfi``): the CD49d+ gate
+#: boundary per subset in arbitrary linear units; only their ratio to the MFI enters the model.
+DEFAULT_MFI_GATE = 1000.0
 
 
 class ConfigError(ValueError):
@@ -71,6 +89,9 @@ class CohortConfig:
     events_log_sd: float
     parameters: dict[str, Any]
     sources: dict[str, str]
+    #: CD49d+ gate boundary per subset when the design reads MFI (``design.mfi_gate``); None:
+    #: positive rates only.
+    mfi_gate: dict[str, float] | None = None
 
     @classmethod
     def from_toml(cls, path: Path | str) -> CohortConfig:
@@ -117,6 +138,7 @@ class CohortConfig:
             events_log_sd=float(events["log_sd"]),
             parameters=parameters,
             sources=sources,
+            mfi_gate=mfi_gate_values(design.get("mfi_gate")),
         )
         config.check()
         return config
@@ -131,6 +153,26 @@ class CohortConfig:
             raise ValueError("design.exacerbations must lie between 0 and the MS_NTZ group size")
         if set(self.events_median) != set(self.spec.subsets):
             raise ValueError("design.events_per_gate.median must name every subset")
+        if self.mfi_gate is not None and set(self.mfi_gate) != set(self.spec.subsets):
+            raise ValueError("design.mfi_gate must name every subset")
+
+
+def mfi_gate_values(table: dict | None) -> dict[str, float] | None:
+    """``design.mfi_gate``: a positive gate value per subset, or None (no MFI)."""
+    if table is None:
+        return None
+    values = {subset: float(value) for subset, value in table.items()}
+    bad = [subset for subset, value in values.items() if not value > 0]
+    if bad:
+        raise ValueError(f"design.mfi_gate must be above 0 (not for {', '.join(bad)})")
+    return values
+
+
+def with_mfi(config: CohortConfig) -> CohortConfig:
+    """The same design with an MFI reading per row (the configured gate values, or
+    ``DEFAULT_MFI_GATE`` in every subset)."""
+    gates = config.mfi_gate or {subset: DEFAULT_MFI_GATE for subset in config.spec.subsets}
+    return replace(config, mfi_gate=gates)
 
 
 def load_config(path: Path | str | None = None) -> CohortConfig:
@@ -155,6 +197,9 @@ def design_frame(config: CohortConfig, rng: np.random.Generator) -> pd.DataFrame
     frame["n_cells"] = np.round(medians * np.exp(noise)).astype("int64")
     for column in ("n_cd49d_pos", PCT_COLUMN, "exacerbation"):
         frame[column] = np.nan
+    if config.mfi_gate is not None:
+        frame[MFI_COLUMN] = np.nan
+        frame[MFI_GATE_COLUMN] = frame["subset"].map(config.mfi_gate).astype(float)
     return frame
 
 
@@ -164,8 +209,9 @@ def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
     The model samples location and subject SDs on the probit scale (units of sigma), occupancy
     as a logit-normal and the mean probit shift of treated patients instead of sigma
     (``models.saturation``); the config states natural units, converted here. ``tau_visit``
-    is a variable only of models of cohorts with repeated samples (``of_model`` keeps a
-    model's own).
+    is a variable only of models of cohorts with repeated samples, ``mfi_log_sd`` only of
+    designs with MFI (``of_model`` keeps a model's own). A design with MFI gets sigma per
+    subset: its model samples sigma (``models.saturation``).
     """
     p = config.parameters
     kappa = p["kappa"]  # one kappa, or one per subset (spec order) for the per-subset model
@@ -175,6 +221,7 @@ def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
         saturation_mean=float(p["saturation_mean"]),
         saturation_sd=float(p["saturation_sd"]),
         reference=list(config.spec.subsets).index(config.spec.reference_subset),
+        subsets=len(config.spec.subsets) if config.mfi_gate is not None else None,
     )
     subsets = list(config.spec.subsets)
     rate = np.array([[p["baseline_positive_rate"][g][s] for s in subsets] for g in BASELINE_GROUPS])
@@ -187,6 +234,7 @@ def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
         **values,
         "exacerbation_intercept": float(p["exacerbation_intercept"]),
         "exacerbation_log_or": float(p["exacerbation_log_or"]),
+        "mfi_log_sd": float(p["mfi_log_sd"]),
     }
 
 
@@ -196,16 +244,23 @@ def of_model(values: dict, model) -> dict:
 
 
 def natural_to_model(
-    *, sigma: float, kappa, saturation_mean: float, saturation_sd: float, reference: int
+    *,
+    sigma: float,
+    kappa,
+    saturation_mean: float,
+    saturation_sd: float,
+    reference: int,
+    subsets: int | None = None,
 ) -> dict[str, float | np.ndarray]:
-    """Occupancy, kappa and sigma in natural units as the saturation model's free variables."""
+    """Occupancy, kappa and sigma in natural units as the saturation model's free variables:
+    the mean probit shift in place of sigma, or with ``subsets`` (the model of a design with
+    MFI, which samples a sigma per subset) sigma itself in every subset."""
     logit_mean, logit_sd = occupancy_logit_parameters(saturation_mean, saturation_sd)
-    return {
-        "saturation_logit_mean": logit_mean,
-        "saturation_logit_sd": logit_sd,
-        "kappa": kappa,
-        "mean_probit_shift": mean_probit_shift(sigma, kappa, logit_mean, logit_sd, reference),
-    }
+    values = {"saturation_logit_mean": logit_mean, "saturation_logit_sd": logit_sd, "kappa": kappa}
+    if subsets is None:
+        shift = mean_probit_shift(sigma, kappa, logit_mean, logit_sd, reference)
+        return {**values, "mean_probit_shift": shift}
+    return {**values, "sigma": np.full(subsets, float(sigma))}
 
 
 def simulate_cohort(config: CohortConfig, *, seed: int | None = None) -> pd.DataFrame:
@@ -232,11 +287,12 @@ def simulate_cohort(config: CohortConfig, *, seed: int | None = None) -> pd.Data
     events_seed, model_seed = np.random.SeedSequence(config.seed if seed is None else seed).spawn(2)
     design = design_frame(config, np.random.default_rng(events_seed))
     cohort = Cohort.from_frame(design, config.spec, source="design")
-    model = exacerbation.build_model(cohort, observed=False)
+    model = exacerbation.build_model(cohort, observed=False, kappa=kappa_of(config))
+    outcomes = ["n_cd49d_pos", "exacerbation"]
     draws = draw_with_fixed(
         model,
         of_model(fixed_parameters(config), model),
-        ["n_cd49d_pos", "exacerbation"],
+        outcomes + (["log_mfi_ratio"] if config.mfi_gate is not None else []),
         draws=config.candidate_draws,
         seed=int(model_seed.generate_state(1)[0]),
     )
@@ -252,23 +308,42 @@ def simulate_cohort(config: CohortConfig, *, seed: int | None = None) -> pd.Data
         model.coords["treated_subject"],
         draws["n_cd49d_pos"][chosen],
         draws["exacerbation"][chosen],
+        draws["log_mfi_ratio"][chosen] if "log_mfi_ratio" in draws else None,
     )
 
 
+def kappa_of(config: CohortConfig) -> str:
+    """The generating model's kappa variant: one per subset when the config gives several."""
+    return "shared" if np.ndim(config.parameters["kappa"]) == 0 else "per_subset"
+
+
 def outcome_frame(
-    design: pd.DataFrame, treated: list[str], counts: np.ndarray, events: np.ndarray
+    design: pd.DataFrame,
+    treated: list[str],
+    counts: np.ndarray,
+    events: np.ndarray,
+    log_mfi_ratio: np.ndarray | None = None,
 ) -> pd.DataFrame:
+    """The design's rows with drawn outcomes, in the cohort file schema (MFI columns when the
+    design has gate values: every row's, in row order)."""
     frame = design.copy()
     frame["n_cd49d_pos"] = counts.astype("int64")
     frame[PCT_COLUMN] = 100 * frame["n_cd49d_pos"] / frame["n_cells"]
     frame["exacerbation"] = frame["subject_id"].map(dict(zip(treated, events, strict=True)))
-    return frame[list(FILE_COLUMNS)]
+    columns = list(FILE_COLUMNS)
+    if log_mfi_ratio is not None:
+        frame[MFI_COLUMN] = frame[MFI_GATE_COLUMN] * np.exp(log_mfi_ratio)
+        columns += list(MFI_COLUMNS)
+    return frame[columns]
 
 
 def cohort_csv_text(frame: pd.DataFrame) -> str:
-    """Render a simulated cohort as CSV with fixed formatting (2-decimal percentages)."""
+    """Render a simulated cohort as CSV with fixed formatting (2-decimal percentages, MFI to one
+    decimal as FlowJo writes it)."""
     out = frame.copy()
     out[PCT_COLUMN] = out[PCT_COLUMN].map(lambda v: f"{v:.2f}")
+    for column in [c for c in MFI_COLUMNS if c in out.columns]:
+        out[column] = out[column].map(lambda v: f"{v:.1f}")
     out["exacerbation"] = out["exacerbation"].map(lambda v: "" if pd.isna(v) else str(int(v)))
     return out.to_csv(index=False, lineterminator="\n")
 

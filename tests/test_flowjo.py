@@ -14,6 +14,8 @@ EXAMPLES = ROOT / "data" / "examples"
 FIXTURES = ROOT / "tests" / "data" / "flowjo"
 TH1 = "Lymphocytes/Single Cells/CD4+/CXCR3+ CCR6-"
 TREG = "Lymphocytes/Single Cells/CD4+/CD25+ CD127lo"
+MEDIAN = "Median (Comp-BV421-A :: CD49d)"
+GATE_VALUES = {"Th1": 1000, "Th17": 1000, "Treg": 800}
 
 
 @pytest.fixture
@@ -59,8 +61,8 @@ def test_the_example_export_becomes_the_simulated_cohorts_rows(run_cli, example,
     result = run_import(run_cli, example, out)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == (
-        f"wrote {out}: 36 rows, 12 samples x 3 subsets (Th1: counts and percentage; "
-        "Th17: counts and percentage; Treg: counts and percentage)"
+        f"wrote {out}: 36 rows, 12 samples x 3 subsets (Th1: counts, percentage and MFI; "
+        "Th17: counts, percentage and MFI; Treg: counts, percentage and MFI)"
     )
     assert result.stderr.strip() == (
         f"{example['sheet']}: warning: not imported: 'notes' (not in the schema of data/README.md)"
@@ -74,6 +76,29 @@ def test_the_example_export_becomes_the_simulated_cohorts_rows(run_cli, example,
     assert (
         imported["exacerbation"].fillna(-1).tolist() == bundled["exacerbation"].fillna(-1).tolist()
     )
+
+
+def test_the_example_imports_each_subsets_median_and_gate_value(run_cli, example, tmp_path):
+    out = tmp_path / "cohort.csv"
+    assert run_import(run_cli, example, out).exit_code == 0
+    imported = pd.read_csv(out)
+    table = pd.read_csv(example["table"], index_col=0).drop(index=["Mean", "SD"])
+    subjects = pd.read_csv(example["sheet"]).set_index("sample")["subject_id"]
+    gates = {"Th1": TH1, "Th17": "Lymphocytes/Single Cells/CD4+/CXCR3- CCR6+", "Treg": TREG}
+    for subset, gate in gates.items():
+        rows = imported[imported["subset"] == subset].set_index("subject_id")
+        medians = table[f"{gate} | {MEDIAN}"].rename(subjects)
+        assert rows["mfi_cd49d"].tolist() == medians.loc[rows.index].tolist()
+        assert rows["mfi_gate"].eq(GATE_VALUES[subset]).all()
+    assert run_cli("validate", out).exit_code == 0
+
+
+def test_a_sample_without_a_median_has_no_mfi_reading(run_cli, example, tmp_path):
+    edit(example["table"], "10.00,116.3\n", "10.00,\n")
+    out = tmp_path / "cohort.csv"
+    assert run_import(run_cli, example, out).exit_code == 0
+    row = pd.read_csv(out).set_index(["subject_id", "subset"]).loc[("HC01", "Treg")]
+    assert row[["mfi_cd49d", "mfi_gate"]].isna().all()
 
 
 def test_the_example_has_flowjos_summary_rows_and_gate_paths_with_spaces_and_plus():
@@ -92,6 +117,10 @@ def test_a_percentage_only_export_imports_percentages(run_cli, tmp_path):
     result = run_import(run_cli, paths, out, "--subsets", "Th1,Treg")
     assert result.exit_code == 0, result.stderr
     assert "(Th1: percentage; Treg: percentage)" in result.stdout
+    # a gates file without mfi gives no MFI columns
+    assert out.read_text().splitlines()[0] == (
+        "subject_id,group,subset,n_cells,n_cd49d_pos,pct_cd49d_pos,exacerbation"
+    )
     cohort = load_cohort(out, CohortSpec(("Th1", "Treg"), "Treg"))
     assert not cohort.rows["has_counts"].any()
     assert cohort.rows["positive_rate"].tolist() == [0.6, 0.04, 0.8, 0.12]
@@ -166,6 +195,54 @@ def test_the_validators_problems_are_placed_in_the_table_and_the_sheet(run_cli, 
         "n_cells (6453)",
         f"{example['table']}:2: column '{TH1}/CD49d+ | Freq. of Parent (%)': 85.23% disagrees "
         "with the counts (7571/6453 = 117.33%) by more than 0.5 percentage points",
+    ]
+
+
+def test_a_median_of_zero_or_below_is_placed_in_the_table(run_cli, example, tmp_path):
+    # FlowJo can export such medians on a compensated channel; their logarithm does not exist.
+    edit(example["table"], "85.23,4099.0,", "85.23,-12.5,")
+    edit(example["table"], "78.56,2861.4,", "78.56,0,")
+    assert failed(run_cli, example, tmp_path) == [
+        f"{example['table']}:2: column '{TH1} | {MEDIAN}': fluorescence must be above 0 (its "
+        "logarithm is modelled), got -12.5",
+        f"{example['table']}:3: column 'Lymphocytes/Single Cells/CD4+/CXCR3- CCR6+ | {MEDIAN}': "
+        "fluorescence must be above 0 (its logarithm is modelled), got 0",
+    ]
+
+
+def test_a_median_that_is_not_a_number(run_cli, example, tmp_path):
+    edit(example["table"], "85.23,4099.0,", "85.23,n.d.,")
+    assert failed(run_cli, example, tmp_path) == [
+        f"{example['table']}:2: column '{TH1} | {MEDIAN}': not a number: 'n.d.'"
+    ]
+
+
+def test_mfi_without_gate_value_and_the_reverse(run_cli, example, tmp_path):
+    edit(example["gates"], "gate_value = 1000\n", "")
+    edit(example["gates"], f'mfi = "{TREG} | {MEDIAN}"\n', "")
+    th1_line = line_of(example["gates"], "[subsets.Th1]")
+    treg_line = line_of(example["gates"], "[subsets.Treg]")
+    assert failed(run_cli, example, tmp_path) == [
+        f"{example['gates']}:{th1_line}: key 'subsets.Th1.gate_value': missing: 'mfi' is "
+        "given, and an MFI reading needs the gate's boundary value (the CD49d+ gate's lower "
+        "edge, in the units of the 'mfi' column)",
+        f"{example['gates']}:{treg_line}: key 'subsets.Treg.mfi': missing: 'gate_value' is "
+        "given, and an MFI reading needs the subset's CD49d median (the full name of the "
+        "table's median column)",
+    ]
+
+
+def test_a_gate_value_that_is_not_a_number_or_not_above_zero(run_cli, example, tmp_path):
+    edit(example["gates"], "gate_value = 800", 'gate_value = "800 (BV421)"')
+    treg_line = line_of(example["gates"], 'gate_value = "800')
+    assert failed(run_cli, example, tmp_path) == [
+        f"{example['gates']}:{treg_line}: key 'subsets.Treg.gate_value': must be a number above "
+        "0 (the CD49d+ gate's lower edge, in the units of the 'mfi' column), got '800 (BV421)'"
+    ]
+    edit(example["gates"], 'gate_value = "800 (BV421)"', "gate_value = 0")
+    assert failed(run_cli, example, tmp_path) == [
+        f"{example['gates']}:{treg_line}: key 'subsets.Treg.gate_value': fluorescence must be "
+        "above 0 (its logarithm is modelled), got 0"
     ]
 
 

@@ -80,6 +80,14 @@ EXPECTED = {
     "exacerbation_missing_for_ntz.csv": [
         ":2: column 'exacerbation': blank, but required (0 or 1) for MS_NTZ rows"
     ],
+    "mfi_half_reading.csv": [
+        ":3: column 'mfi_gate': blank, but mfi_cd49d is given: an MFI reading needs both "
+        "mfi_cd49d and mfi_gate",
+        ":4: column 'mfi_cd49d': blank, but mfi_gate is given: an MFI reading needs both "
+        "mfi_cd49d and mfi_gate",
+        ":5: column 'mfi_cd49d': fluorescence must be above 0 (its logarithm is modelled), "
+        "got -12.5",
+    ],
     "saturation_out_of_range.csv": [
         ":2: column 'saturation_measured': saturation must be a fraction between 0 and 1, got 87",
         ":3: column 'saturation_measured': saturation must be a fraction between 0 and 1, got 87",
