@@ -33,12 +33,22 @@ PANELS = (
     ("paired", "Biomarker, paired", "ratio_fold_change_Th17_Treg"),
     ("mechanism", "Mechanism, cross-sectional", "kappa_difference_Treg_Th17"),
     ("mechanism_paired", "Mechanism, paired", "kappa_difference_Treg_Th17"),
+    ("mechanism_mfi", "Mechanism, cross-sectional, with MFI", "kappa_difference_Treg_Th17"),
     ("prognostic", "Prognosis", "exacerbation_log_or"),
 )
-#: The analyses drawn: the study's test, the mixed model, the Bayesian direction rule.
-SHOWN = ("mann_whitney", "wilcoxon", "logistic_lr", "mixed_model", "bayes_direction")
+#: The analyses drawn: the study's test, the mixed model, the Bayesian direction rule, and the
+#: rank test of log MFI where a plan measures it.
+SHOWN = (
+    "mann_whitney",
+    "wilcoxon",
+    "logistic_lr",
+    "mixed_model",
+    "mann_whitney_mfi",
+    "bayes_direction",
+)
 LABELS = {
     "mann_whitney": "Mann-Whitney",
+    "mann_whitney_mfi": "Mann-Whitney, log MFI",
     "wilcoxon": "Wilcoxon signed-rank",
     "logistic_lr": "logistic regression (LR)",
     "mixed_model": "mixed model",

@@ -42,6 +42,7 @@ QUESTION_OF_PLAN = {
     "paired": "biomarker",
     "mechanism": "mechanism",
     "mechanism_paired": "mechanism",
+    "mechanism_mfi": "mechanism",
     "prognostic": "prognosis",
 }
 #: (plan folder, panel title, question), in Figure 4's order and with its titles.
@@ -72,6 +73,7 @@ ANALYSIS_ORDER = (
     "logistic_lr",
     "logistic_wald",
     "mixed_model",
+    "mann_whitney_mfi",
     "bayes_direction",
 )
 LABELS = {**PLANNING_LABELS, "logistic_wald": "logistic regression (Wald)"}

@@ -153,12 +153,19 @@ def summary_rows(
 
 
 def compare(
-    cohort: Cohort, *, seed: int = SEED, settings: SamplerSettings | None = None
+    cohort: Cohort,
+    *,
+    seed: int = SEED,
+    settings: SamplerSettings | None = None,
+    variants: tuple[Variant, ...] = VARIANTS,
 ) -> pd.DataFrame:
-    """Fit ``cohort`` (which has MFI) in every ``VARIANTS`` way; the ``COLUMNS`` table."""
+    """Fit ``cohort`` (which has MFI) in each of ``variants`` (default every ``VARIANTS`` way;
+    the k-th variant's seeds are the k-th child of ``SeedSequence(seed)``, whichever are fitted);
+    the ``COLUMNS`` table."""
     rows = []
-    children = np.random.SeedSequence(seed).spawn(len(VARIANTS))
-    for variant, child in zip(VARIANTS, children, strict=True):
+    children = dict(zip(VARIANTS, np.random.SeedSequence(seed).spawn(len(VARIANTS)), strict=True))
+    for variant in variants:
+        child = children[variant]
         data = cohort if variant.measurements == "rates+mfi" else without_mfi(cohort)
         build = partial(MODELS[MODEL].build, data, variant.prior_set)
         fit_seed, prior_seed = (int(s) for s in child.generate_state(2))

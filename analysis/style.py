@@ -38,6 +38,8 @@ ANALYSIS_COLOURS = {
     "logistic_lr": OKABE_ITO["blue"],
     "logistic_wald": OKABE_ITO["sky_blue"],
     "mixed_model": OKABE_ITO["bluish_green"],
+    "mann_whitney_mfi": OKABE_ITO["reddish_purple"],
+    "wilcoxon_mfi": OKABE_ITO["reddish_purple"],
     "bayes_direction": OKABE_ITO["vermillion"],
     "bayes_rope": OKABE_ITO["reddish_purple"],
     "bayes_precision": OKABE_ITO["orange"],

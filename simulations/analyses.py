@@ -28,6 +28,13 @@ evidence that natalizumab acts differently on Treg is the trap the mechanism que
   reduction in Treg minus that in the effector subset), greater than 0. Prognostic: logistic
   regression of exacerbation on the standardised observed log CD49d ratio (mean over effector
   subsets), the signed root of the likelihood-ratio statistic (``logistic_wald``: the Wald z).
+- MFI tests (``mann_whitney_mfi``, ``wilcoxon_mfi``; plans that measure ``mfi``,
+  ``kappa_difference`` endpoints): the same rank tests of the per-subject contrast of median
+  log fluorescence, ``log(mfi_e / gate_e) - log(mfi_Treg / gate_Treg)``: the difference of the
+  two subsets' locations of log CD49d, in log units. Natalizumab moves each subset's location by
+  ``log(1 - kappa_s rho)`` whatever the spread, so under one shared kappa the contrast does not
+  move, even where sigma differs by subset, the case in which the probit contrast moves without
+  any difference in kappa (``tests/test_power.py``).
 - ``mixed_model``: ``statsmodels`` MixedLM of the endpoint's scale of the positive rate
   (log or probit of ``(k + 0.5) / (n + 1)``). Cross-sectional and paired: the endpoint's two
   subsets, fixed effects subset x natalizumab, a random intercept per patient (paired: per
@@ -60,7 +67,7 @@ import statsmodels.api as sm
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from models.schema import NAIVE_GROUP, TREATED_GROUP
+from models.schema import MFI_COLUMN, MFI_GATE_COLUMN, NAIVE_GROUP, TREATED_GROUP
 
 REFERENCE = "Treg"
 
@@ -70,6 +77,8 @@ REFERENCE = "Treg"
 ESTIMATE_OF = {
     "mann_whitney": "difference of the arms' median subject contrasts",
     "wilcoxon": "median within-patient change of the subject contrast",
+    "mann_whitney_mfi": "difference of the arms' median subject contrasts of log MFI",
+    "wilcoxon_mfi": "median within-patient change of the subject contrast of log MFI",
     "mixed_model": "subset x natalizumab interaction, conditional on the patient, endpoint scale",
     "logistic_lr": "log odds ratio per SD of the observed log ratio",
     "logistic_wald": "log odds ratio per SD of the observed log ratio",
@@ -188,21 +197,34 @@ def subject_contrasts(dataset: pd.DataFrame, endpoint: str) -> pd.DataFrame:
     return wide.assign(contrast=log_ratio(wide, subset))
 
 
-def mann_whitney(dataset: pd.DataFrame, endpoint: str, *, alpha: float) -> dict:
-    """Mann-Whitney U of the per-subject contrast, natalizumab greater than naive."""
+def mfi_contrasts(dataset: pd.DataFrame, endpoint: str) -> pd.DataFrame:
+    """Per subject, the contrast of log MFI relative to the gate, effector minus Treg."""
+    subset = endpoint_subset(endpoint)
+    frame = dataset.assign(scaled=np.log(dataset[MFI_COLUMN] / dataset[MFI_GATE_COLUMN]))
+    wide = subject_wide(frame, "scaled")
+    return wide.assign(contrast=wide[subset] - wide[REFERENCE])
+
+
+def mann_whitney(dataset: pd.DataFrame, endpoint: str, *, alpha: float, mfi: bool = False) -> dict:
+    """Mann-Whitney U of the per-subject contrast (of rates, or of log MFI), natalizumab
+    greater than naive."""
 
     def compute():
-        wide = subject_contrasts(dataset, endpoint)
+        wide = (mfi_contrasts if mfi else subject_contrasts)(dataset, endpoint)
         treated = wide.loc[wide["group"] == TREATED_GROUP, "contrast"].to_numpy()
         naive = wide.loc[wide["group"] == NAIVE_GROUP, "contrast"].to_numpy()
         test = stats.mannwhitneyu(treated, naive, alternative="greater", method="auto")
         return {"estimate": float(np.median(treated) - np.median(naive)), "p_value": test.pvalue}
 
-    return guarded(endpoint, "mann_whitney", alpha, compute)
+    return guarded(endpoint, "mann_whitney_mfi" if mfi else "mann_whitney", alpha, compute)
 
 
-def paired_changes(dataset: pd.DataFrame, endpoint: str) -> np.ndarray:
-    """Per patient: change of the contrast, or reduction in Treg minus in the effector subset."""
+def paired_changes(dataset: pd.DataFrame, endpoint: str, *, mfi: bool = False) -> np.ndarray:
+    """Per patient: change of the contrast (of rates, or of log MFI), or reduction in Treg minus
+    in the effector subset."""
+    if mfi:
+        before, after = before_after(mfi_contrasts(dataset, endpoint), ["contrast"])
+        return (after["contrast"] - before["contrast"]).to_numpy()
     if endpoint.startswith("differential_reduction_"):
         wide = rates(dataset)
         columns = [endpoint_subset(endpoint), REFERENCE]
@@ -220,15 +242,16 @@ def before_after(wide: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, 
     return before, after[columns]
 
 
-def wilcoxon(dataset: pd.DataFrame, endpoint: str, *, alpha: float) -> dict:
-    """Wilcoxon signed-rank test of the within-patient change, greater than 0."""
+def wilcoxon(dataset: pd.DataFrame, endpoint: str, *, alpha: float, mfi: bool = False) -> dict:
+    """Wilcoxon signed-rank test of the within-patient change (of rates, or of log MFI),
+    greater than 0."""
 
     def compute():
-        change = paired_changes(dataset, endpoint)
+        change = paired_changes(dataset, endpoint, mfi=mfi)
         test = stats.wilcoxon(change, alternative="greater", method="auto")
         return {"estimate": float(np.median(change)), "p_value": test.pvalue}
 
-    return guarded(endpoint, "wilcoxon", alpha, compute)
+    return guarded(endpoint, "wilcoxon_mfi" if mfi else "wilcoxon", alpha, compute)
 
 
 def standardised_log_ratio(dataset: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -387,14 +410,16 @@ def fit_mixed(model: smf.mixedlm) -> sm.regression.mixed_linear_model.MixedLMRes
     raise RuntimeError(failure)
 
 
-def frequentist_analyses(design: str, *, mixed: bool) -> tuple[str, ...]:
-    """The frequentist analyses ``frequentist_rows`` runs for a design, by name."""
+def frequentist_analyses(design: str, *, mixed: bool, mfi: bool = False) -> tuple[str, ...]:
+    """The frequentist analyses ``frequentist_rows`` runs for a design, by name (``mfi``: the
+    rank test of log MFI too)."""
     study = {
         "cross_sectional": ("mann_whitney",),
         "paired": ("wilcoxon",),
         "prognostic": ("logistic_lr", "logistic_wald"),
     }[design]
-    return (*study, "mixed_model") if mixed else study
+    names = (*study, "mixed_model") if mixed else study
+    return (*names, f"{study[0]}_mfi") if mfi else names
 
 
 def planned_rules(endpoints: list[str], rules) -> list[tuple[str, str, float]]:
@@ -429,9 +454,16 @@ def failure_rows(
 
 
 def frequentist_rows(
-    dataset: pd.DataFrame, *, design: str, endpoints: list[str], alpha: float, mixed: bool
+    dataset: pd.DataFrame,
+    *,
+    design: str,
+    endpoints: list[str],
+    alpha: float,
+    mixed: bool,
+    mfi: bool = False,
 ) -> list[dict]:
-    """Every frequentist analysis of one simulated trial, one row per (endpoint, analysis)."""
+    """Every frequentist analysis of one simulated trial, one row per (endpoint, analysis), in
+    the order of ``frequentist_analyses``."""
     rows: list[dict] = []
     for endpoint in endpoints:
         if design == "prognostic":
@@ -444,4 +476,6 @@ def frequentist_rows(
         if mixed:
             paired = design == "paired"
             rows.append(mixed_model(dataset, endpoint, alpha=alpha, paired=paired))
+        if mfi:
+            rows.append(test(dataset, endpoint, alpha=alpha, mfi=True))
     return rows

@@ -4,7 +4,8 @@ The analysis model (``analysis.bayesian.model``; default ``positive_rate`` for t
 endpoints, ``exacerbation_logit`` for the prognostic one) and its prior set are the plan's,
 separate from the design prior that generated the data. The model is built and compiled once
 per design (``n``) and process; each trial only swaps the data (``n_cells``,
-``observed_n_cd49d_pos``, ``observed_exacerbation``). Two backends
+``observed_n_cd49d_pos``, ``observed_exacerbation``, and ``observed_log_mfi_ratio`` where the
+plan measures MFI). Two backends
 (``analysis.bayesian.backend``):
 
 - ``batch`` (the default): ``models.batch.BatchSampler``, the model's graph compiled to JAX
@@ -49,6 +50,7 @@ from models.diagnostics import Thresholds
 from models.estimands import estimand_draws
 from models.fit import RefitSampler, SamplerSettings
 from models.registry import MODELS
+from models.schema import MFI_COLUMN, MFI_GATE_COLUMN
 from simulations.analyses import endpoint_subset, failure_rows, planned_rules, result_row
 from simulations.plan import Bayesian, Plan
 from simulations.trials import cohort_config
@@ -211,6 +213,8 @@ class BayesianAnalysis:
 
     def data_names(self) -> tuple[str, ...]:
         names = ("n_cells", "observed_n_cd49d_pos")
+        if self.plan.trial.measures_mfi:
+            names = (*names, "observed_log_mfi_ratio")
         return (*names, "observed_exacerbation") if self.prognostic else names
 
     @property
@@ -222,6 +226,9 @@ class BayesianAnalysis:
             "n_cells": dataset["n_cells"].to_numpy(),
             "observed_n_cd49d_pos": dataset["n_cd49d_pos"].to_numpy(),
         }
+        if self.plan.trial.measures_mfi:  # every row of a trial that measures MFI has it
+            ratio = dataset[MFI_COLUMN] / dataset[MFI_GATE_COLUMN]
+            data["observed_log_mfi_ratio"] = np.log(ratio.to_numpy(dtype=float))
         if self.prognostic:
             treated = dataset.drop_duplicates("subject_id")
             treated = treated[treated["group"] == "MS_NTZ"]

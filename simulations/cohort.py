@@ -211,7 +211,9 @@ def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
     (``models.saturation``); the config states natural units, converted here. ``tau_visit``
     is a variable only of models of cohorts with repeated samples, ``mfi_log_sd`` only of
     designs with MFI (``of_model`` keeps a model's own). A design with MFI gets sigma per
-    subset: its model samples sigma (``models.saturation``).
+    subset: its model samples sigma (``models.saturation``); the parameters' optional
+    ``sigma_by_subset`` (a power plan's) sets it subset by subset, while the subject SDs stay
+    in units of the one ``sigma``.
     """
     p = config.parameters
     kappa = p["kappa"]  # one kappa, or one per subset (spec order) for the per-subset model
@@ -223,6 +225,8 @@ def fixed_parameters(config: CohortConfig) -> dict[str, np.ndarray | float]:
         reference=list(config.spec.subsets).index(config.spec.reference_subset),
         subsets=len(config.spec.subsets) if config.mfi_gate is not None else None,
     )
+    if config.mfi_gate is not None and p.get("sigma_by_subset"):  # a plan's spread per subset
+        values["sigma"] = np.array([p["sigma_by_subset"][s] for s in config.spec.subsets])
     subsets = list(config.spec.subsets)
     rate = np.array([[p["baseline_positive_rate"][g][s] for s in subsets] for g in BASELINE_GROUPS])
     sigma = float(p["sigma"])

@@ -187,6 +187,7 @@ def frequentist_analysis(plan: Plan, dataset: pd.DataFrame) -> list[dict]:
         endpoints=list(plan.trial.endpoints),
         alpha=plan.analysis.one_sided_alpha,
         mixed=plan.analysis.mixed_model,
+        mfi=plan.trial.measures_mfi,
     )
 
 
@@ -201,7 +202,9 @@ def planned_analyses(plan: Plan, rep: int) -> list[tuple[str, str, float]]:
     planned = []
     if plan.analysis.frequentist:
         alpha = plan.analysis.one_sided_alpha
-        names = frequentist_analyses(plan.trial.design, mixed=plan.analysis.mixed_model)
+        names = frequentist_analyses(
+            plan.trial.design, mixed=plan.analysis.mixed_model, mfi=plan.trial.measures_mfi
+        )
         planned += [(e, name, alpha) for e in endpoints for name in names]
     if wants_bayes(plan, rep):
         planned += planned_rules(endpoints, plan.analysis.bayesian)

@@ -63,6 +63,7 @@ class Population:
     present: set[str]
     kappa: np.ndarray
     shifts: dict[str, float]
+    log_losses: dict[str, float]
     values: dict
 
     def pct_of(self, group: str, subset: str) -> float:
@@ -98,6 +99,7 @@ def population(plan: Plan, cell: Cell) -> Population:
         present=set(template["group"]),
         kappa=kappa,
         shifts=probit_shifts(values, subsets, spec.reference_subset),
+        log_losses=dict(zip(subsets, mean_log_loss(values, subsets), strict=True)),
         values=values,
     )
 
@@ -139,11 +141,14 @@ def estimand_truths(plan: Plan) -> list[dict]:
     ``true_value_of``.
     """
     reference = cohort_config(plan).spec.reference_subset
+    families = (
+        ("bayes", "frequentist", "mfi") if plan.trial.measures_mfi else ("bayes", "frequentist")
+    )
     rows = []
     for scenario in plan_scenarios(plan):
         pop = population(plan, Cell(scenario, plan.trial.n[0]))
         for endpoint in plan.trial.endpoints:
-            for family in ("bayes", "frequentist"):
+            for family in families:
                 value, meaning = endpoint_truth(pop, endpoint, family, reference)
                 rows.append(
                     {
@@ -172,18 +177,30 @@ def endpoint_truth(pop: Population, endpoint: str, family: str, reference: str):
     if family == "bayes":
         kappa = dict(zip(pop.subsets, pop.kappa, strict=True))
         return float(kappa[reference] - kappa[effector]), "kappa_Treg - kappa_effector"
+    if family == "mfi":
+        difference = pop.log_losses[effector] - pop.log_losses[reference]
+        return difference, "mean loss of log CD49d, effector minus Treg (log units)"
     difference = pop.shifts[effector] - pop.shifts[reference]
     return difference, "mean probit shift, effector minus Treg"
 
 
-def probit_shifts(values: dict, subsets: list[str], reference: str) -> dict[str, float]:
-    """Mean probit shift per subset, ``E_rho log(1 - kappa_s rho) / sigma`` (0 without loss)."""
+def mean_log_loss(values: dict, subsets: list[str]) -> np.ndarray:
+    """Mean loss of log CD49d per subset, ``E_rho log(1 - kappa_s rho)`` (log units)."""
     occupancy = SATURATION_FLOOR + SATURATION_SPAN * expit(
         float(values["saturation_logit_mean"])
         + float(values["saturation_logit_sd"]) * HERMITE_NODES
     )
     kappa = np.broadcast_to(np.asarray(values["kappa"], dtype=float), (len(subsets),))
-    log_loss = HERMITE_WEIGHTS @ np.log1p(-np.outer(occupancy, kappa))  # per subset
+    return HERMITE_WEIGHTS @ np.log1p(-np.outer(occupancy, kappa))
+
+
+def probit_shifts(values: dict, subsets: list[str], reference: str) -> dict[str, float]:
+    """Mean probit shift per subset, ``E_rho log(1 - kappa_s rho) / sigma`` (0 without loss);
+    with a sigma per subset (a plan that measures MFI), each subset's own."""
+    log_loss = mean_log_loss(values, subsets)
+    if "sigma" in values:
+        sigma = np.broadcast_to(np.asarray(values["sigma"], dtype=float), (len(subsets),))
+        return {s: float(v / w) for s, v, w in zip(subsets, log_loss, sigma, strict=True)}
     delta = float(values["mean_probit_shift"])
     if delta <= 0:
         return {s: 0.0 for s in subsets}

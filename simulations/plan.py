@@ -11,11 +11,15 @@ The plan's sections (documented field by field in ``simulations/plans/*.toml``):
 - ``[trial]``: the design (``cross_sectional``, ``paired`` or ``prognostic``), the grid of
   ``n`` (natalizumab-treated patients per trial, in every design), the allocation ratio
   (natalizumab-naive patients per treated patient, cross-sectional only), follow-up and the
-  yearly exacerbation probability (prognostic only) and the endpoints;
+  yearly exacerbation probability (prognostic only), the endpoints and what each sample
+  measures (``measurements``: ``["rates"]``, or ``["rates", "mfi"]`` for the mechanism
+  question: a median fluorescence reading per sample and subset beside the positive rate);
 - ``[effect]``: the design prior for conventional power: the generating parameters come from a
   cohort configuration (default the bundled one) with the effect-size parameters overridden here
   (``kappa``; for the mechanism question also ``kappa_by_subset``, the alternative, while
-  ``kappa`` is the shared value of its null);
+  ``kappa`` is the shared value of its null, and ``sigma_by_subset``, a spread of log CD49d
+  per subset, which only a plan that measures MFI can take: from rates alone
+  ``kappa_difference`` is then not identified at any n);
   ``--design-prior FIT.nc`` replaces them by posterior draws (assurance);
 - ``[replicates]``: replicates per cell, the type-I-error (null) run, an optional MCSE target
   for adaptive replication, and replicates per task;
@@ -48,6 +52,7 @@ from pydantic import (
 )
 
 Design = Literal["cross_sectional", "paired", "prognostic"]
+Measurement = Literal["rates", "mfi"]
 Question = Literal["biomarker", "mechanism", "prognosis"]
 Endpoint = Literal[
     "ratio_fold_change_Th17_Treg",
@@ -117,12 +122,28 @@ class Trial(Section):
     follow_up_months: Annotated[float, Field(gt=0.0, le=120.0)] = 12.0
     exacerbation_probability_per_year: Probability = DEFAULT_EXACERBATION_PROBABILITY_PER_YEAR
     endpoints: list[Endpoint] = Field(min_length=1)
+    measurements: list[Measurement] = Field(default_factory=lambda: ["rates"])
 
     @model_validator(mode="after")
     def n_increasing(self) -> Trial:
         if len(set(self.n)) != len(self.n) or self.n != sorted(self.n):
             raise ValueError(f"n must be strictly increasing without repeats, got {self.n}")
         return self
+
+    @model_validator(mode="after")
+    def rates_measured(self) -> Trial:
+        if "rates" not in self.measurements or len(set(self.measurements)) != len(
+            self.measurements
+        ):
+            raise ValueError(
+                f"measurements must hold 'rates' (and may add 'mfi'), once each, got "
+                f"{self.measurements}"
+            )
+        return self
+
+    @property
+    def measures_mfi(self) -> bool:
+        return "mfi" in self.measurements
 
     @property
     def event_probability(self) -> float:
@@ -142,6 +163,7 @@ class Effect(Section):
     source: str = ""
     kappa: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     kappa_by_subset: dict[str, Annotated[float, Field(gt=0.0, lt=1.0)]] | None = None
+    sigma_by_subset: dict[str, Annotated[float, Field(gt=0.0, le=5.0)]] | None = None
     saturation_mean: Annotated[float, Field(ge=0.6, le=1.0)] | None = None
     saturation_sd: Annotated[float, Field(gt=0.0, le=0.2)] | None = None
     tau_subject: Annotated[float, Field(ge=0.0, le=3.0)] | None = None
@@ -327,8 +349,16 @@ class Plan(Section):
             )
         if self.question == "mechanism":
             check_mechanism_effect(self.effect, self.trial.endpoints)
-        elif self.effect.kappa_by_subset is not None:
-            raise ValueError("effect.kappa_by_subset belongs to the mechanism question")
+            check_identified(self.effect, self.trial)
+        else:
+            for name in ("kappa_by_subset", "sigma_by_subset"):
+                if getattr(self.effect, name) is not None:
+                    raise ValueError(f"effect.{name} belongs to the mechanism question")
+            if self.trial.measures_mfi:
+                raise ValueError(
+                    "trial.measurements 'mfi' serves the mechanism question (the MFI tells "
+                    "the subsets' spreads apart); the other questions' endpoints are rates"
+                )
         check_attainable_level(self)
         if self.bayes_model in ("positive_rate", "exacerbation_logit") and (
             self.analysis.bayesian.priors != "default"
@@ -349,6 +379,11 @@ class Plan(Section):
         content = self.model_dump(
             mode="json", exclude={"replicates", "description", "name", "sensitivity"}
         )
+        # Fields added later enter only when set, so that older plans keep their hash.
+        if content["trial"]["measurements"] == ["rates"]:
+            del content["trial"]["measurements"]
+        if content["effect"]["sigma_by_subset"] is None:
+            del content["effect"]["sigma_by_subset"]
         content["design_prior"] = design_prior_digest
         text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
@@ -396,6 +431,30 @@ def check_mechanism_effect(effect: Effect, endpoints: list[str]) -> None:
     missing = sorted(named - set(effect.kappa_by_subset))
     if missing:
         raise ValueError(f"effect.kappa_by_subset lacks {', '.join(missing)}")
+
+
+#: Why rates alone cannot answer the mechanism question when sigma may differ by subset.
+UNIDENTIFIED = (
+    "effect.sigma_by_subset with trial.measurements = ['rates']: with a spread of log CD49d per "
+    "subset, positive rates identify each subset's probit shift, log(1 - kappa_s rho) / "
+    "sigma_s, and a kappa_s and sigma_s per subset match any of them, so kappa_difference is "
+    "not identified and no n suffices (on a simulated cohort of the study's design its "
+    "posterior SD stayed at its prior's 0.13; README, 'Median fluorescence'). Add 'mfi' to "
+    "trial.measurements, or leave out effect.sigma_by_subset to plan under one sigma for all "
+    "subsets (an assumption)"
+)
+
+
+def check_identified(effect: Effect, trial: Trial) -> None:
+    """A sigma per subset needs the MFI; and it must name every subset the endpoints compare."""
+    if effect.sigma_by_subset is None:
+        return
+    if not trial.measures_mfi:
+        raise ValueError(UNIDENTIFIED)
+    named = {"Treg", *(e.rsplit("_", 1)[-1] for e in trial.endpoints)}
+    missing = sorted(named - set(effect.sigma_by_subset))
+    if missing:
+        raise ValueError(f"effect.sigma_by_subset lacks {', '.join(missing)}")
 
 
 class PlanError(ValueError):

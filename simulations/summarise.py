@@ -331,9 +331,9 @@ def performance_table(records: pd.DataFrame, truths: pd.DataFrame) -> pd.DataFra
     records : pandas.DataFrame
         Replicate records with ``estimate, std_error, ci_low, ci_high``.
     truths : pandas.DataFrame
-        ``scenario, endpoint, family, true_value, true_value_of`` (``family``: ``bayes`` or
-        ``frequentist``; ``simulations.observable.estimand_truths``). Cells without a truth
-        get NaN bias and coverage.
+        ``scenario, endpoint, family, true_value, true_value_of`` (``family``: ``bayes``,
+        ``mfi`` or ``frequentist``; ``simulations.observable.estimand_truths``). Cells without
+        a truth get NaN bias and coverage.
 
     Returns
     -------
@@ -342,9 +342,7 @@ def performance_table(records: pd.DataFrame, truths: pd.DataFrame) -> pd.DataFra
     """
     check_records(records)
     frame = one_bayes_row(records)
-    frame = frame.assign(
-        family=np.where(frame["analysis"].eq(BAYES_ANALYSIS), "bayes", "frequentist")
-    )
+    frame = frame.assign(family=analysis_family(frame["analysis"]))
     keys = ["scenario", "endpoint", "family"]
     frame = frame.merge(truths[[*keys, "true_value", "true_value_of"]], on=keys, how="left")
     rows = []
@@ -353,6 +351,13 @@ def performance_table(records: pd.DataFrame, truths: pd.DataFrame) -> pd.DataFra
         row["estimate_of"] = ESTIMATE_OF.get(row["analysis"], "")
         rows.append({**row, **cell_performance(group)})
     return pd.DataFrame(rows, columns=PERFORMANCE_COLUMNS)
+
+
+def analysis_family(analysis: pd.Series) -> np.ndarray:
+    """The truth each analysis estimates: ``bayes``, ``mfi`` (the log-MFI tests) or
+    ``frequentist`` (``simulations.observable.estimand_truths``)."""
+    family = np.where(analysis.str.endswith("_mfi"), "mfi", "frequentist")
+    return np.where(analysis.eq(BAYES_ANALYSIS), "bayes", family)
 
 
 def one_bayes_row(records: pd.DataFrame) -> pd.DataFrame:

@@ -61,6 +61,7 @@ from simulations.cohort import (
     load_config,
     natural_to_model,
     of_model,
+    with_mfi,
 )
 from simulations.cohort import outcome_frame as cohort_outcome_frame
 from simulations.plan import Plan
@@ -102,8 +103,10 @@ class Cell:
 
 
 def cohort_config(plan: Plan) -> CohortConfig:
-    """The cohort configuration whose parameters and gate sizes the plan builds on."""
-    return load_config(plan.effect.cohort_config)
+    """The cohort configuration whose parameters and gate sizes the plan builds on (with an MFI
+    reading on every row when the plan measures it)."""
+    config = load_config(plan.effect.cohort_config)
+    return with_mfi(config) if plan.trial.measures_mfi else config
 
 
 def design_rows(plan: Plan, n: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -133,6 +136,8 @@ def plan_parameters(plan: Plan, cell: Cell) -> dict[str, np.ndarray]:
         natural["kappa"] = effect.kappa
     if plan.question == "mechanism":
         natural["kappa"] = subset_kappas(plan, config, cell.scenario)
+        if effect.sigma_by_subset is not None:
+            natural["sigma_by_subset"] = effect.sigma_by_subset
     if cell.scenario == "null_ratio":
         natural["kappa"] = ratio_null_kappas_cached(plan)
     overridable = ("saturation_mean", "saturation_sd", "tau_subject", "tau_subject_subset")
@@ -356,10 +361,11 @@ def compile_sampler(
     base = of_model(parameters, model)
     shared = {name: pytensor.shared(value, name=name) for name, value in base.items()}
     intervened = pm.do(model, shared)
+    outcomes = ["n_cd49d_pos", "exacerbation"]
+    if "log_mfi_ratio" in model.named_vars:
+        outcomes.append("log_mfi_ratio")
     function = compile_function(
-        inputs=[],
-        outputs=[intervened["n_cd49d_pos"], intervened["exacerbation"]],
-        random_seed=0,
+        inputs=[], outputs=[intervened[name] for name in outcomes], random_seed=0
     )
     rngs = [v for v in function.get_shared() if isinstance(v, RandomGeneratorSharedVariable)]
     return ForwardSampler(model, shared, intervened["n_cells"], function, rngs)
@@ -406,8 +412,8 @@ class TrialGenerator:
                 sampler.shared[name].set_value(np.asarray(value, dtype=float))
         sampler.n_cells.set_value(design["n_cells"].to_numpy().astype(sampler.n_cells.dtype))
         reseed_rngs(sampler.rngs, int(rng.integers(2**32)))
-        counts, events = sampler.function()
-        frame = cohort_outcome_frame(design, self.treated, counts, events)
+        counts, events, *mfi = sampler.function()
+        frame = cohort_outcome_frame(design, self.treated, counts, events, *mfi)
         if "patient_id" in design.columns:
             frame["patient_id"] = design["patient_id"].to_numpy()
         return frame

@@ -1,6 +1,9 @@
 """Median fluorescence (MFI): its reading in the saturation models, its simulation from the same
 graph, and what it identifies that positive rates alone do not."""
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
@@ -10,6 +13,7 @@ from models import saturation
 from models.data import Cohort, load_cohort
 from models.registry import MODELS
 from models.simulate import draw_with_fixed
+from simulations.analyses import mann_whitney
 from simulations.cohort import (
     cohort_csv_text,
     fixed_parameters,
@@ -18,6 +22,10 @@ from simulations.cohort import (
     simulate_cohort,
     with_mfi,
 )
+from simulations.observable import estimand_truths
+from simulations.plan import UNIDENTIFIED, PlanError, load_plan
+from simulations.trials import Cell, TrialGenerator
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +84,9 @@ def test_a_held_out_subject_loses_its_mfi_reading(mfi_cohort):
 def test_mfi_identifies_sigma_and_kappa_difference_that_rates_alone_do_not(mfi_cohort):
     """The README's comparison: with MFI, sigma per subset and kappa_difference contract; from
     rates alone under a sigma per subset, kappa_difference does not (its SD stays the prior's)."""
-    table = mfi_comparison.compare(mfi_cohort).set_index(["measurements", "sigma_model"])
+    variants = mfi_comparison.VARIANTS[:2]  # the third (one sigma) is the README's reference
+    table = mfi_comparison.compare(mfi_cohort, variants=variants)
+    table = table.set_index(["measurements", "sigma_model"])
     assert (table["status"] == "ok").all(), table["status"].tolist()
     with_mfi_rows = table.loc[("rates+mfi", mfi_comparison.VARIANTS[0].sigma)]
     rates_rows = table.loc[("rates", mfi_comparison.VARIANTS[1].sigma)]
@@ -93,3 +103,78 @@ def test_mfi_identifies_sigma_and_kappa_difference_that_rates_alone_do_not(mfi_c
     assert (rates_difference["contraction"] < 0.3).all()
     narrower = mfi_difference["posterior_sd"].to_numpy() * 3
     assert (narrower < rates_difference["posterior_sd"].to_numpy()).all()
+
+
+# --- planning with MFI ---------------------------------------------------------------------
+
+MFI_PLAN = ROOT / "simulations" / "plans" / "mechanism_mfi.toml"
+
+
+def mfi_plan(tmp_path, *, measurements: str, sigma: str = "", n: str = "[24]") -> Path:
+    text = MFI_PLAN.read_text(encoding="utf-8")
+    text = text.replace('measurements = ["rates", "mfi"]', f"measurements = {measurements}")
+    text = text.replace("n = [8, 12, 16, 24, 32, 48, 64]", f"n = {n}")
+    text = text.replace("kappa = 0.4\n", f"kappa = 0.4\n{sigma}\n")
+    path = tmp_path / "plan.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+NARROW_TREG = "sigma_by_subset = { Th1 = 1.5, Th17 = 1.5, Treg = 0.9 }"
+
+
+def test_rates_alone_with_a_sigma_per_subset_are_refused_as_unidentified(run_cli, tmp_path):
+    path = mfi_plan(tmp_path, measurements='["rates"]', sigma=NARROW_TREG)
+    result = run_cli("power", path, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"{path}: plan: {UNIDENTIFIED}"]
+    assert "no n suffices" in UNIDENTIFIED
+    assert not (tmp_path / "out").exists()
+
+
+def test_mfi_serves_only_the_mechanism_question_and_rates_are_always_measured(tmp_path):
+    biomarker = (ROOT / "simulations" / "plans" / "cross_sectional.toml").read_text()
+    path = tmp_path / "biomarker.toml"
+    path.write_text(
+        biomarker.replace("[trial]\n", '[trial]\nmeasurements = ["rates", "mfi"]\n'), "utf-8"
+    )
+    with pytest.raises(PlanError, match="'mfi' serves the mechanism question"):
+        load_plan(path)
+    with pytest.raises(PlanError, match="measurements must hold 'rates'"):
+        load_plan(mfi_plan(tmp_path, measurements='["mfi"]'))
+
+
+def test_a_plan_that_states_the_default_measurements_keeps_its_hash(tmp_path):
+    plain = load_plan(ROOT / "simulations" / "plans" / "mechanism.toml")
+    text = (ROOT / "simulations" / "plans" / "mechanism.toml").read_text(encoding="utf-8")
+    path = tmp_path / "explicit.toml"
+    path.write_text(text.replace("[trial]\n", '[trial]\nmeasurements = ["rates"]\n'), "utf-8")
+    assert load_plan(path).result_hash() == plain.result_hash()
+    assert load_plan(MFI_PLAN).result_hash() != plain.result_hash()
+
+
+def test_under_unequal_spreads_the_probit_test_fails_its_level_and_the_mfi_test_keeps_it(
+    tmp_path,
+):
+    """One kappa for all subsets (the null), Treg's spread 0.9 against 1.5: the rates' probit
+    contrast moves without any difference in kappa, the log-MFI contrast does not."""
+    plan = load_plan(mfi_plan(tmp_path, measurements='["rates", "mfi"]', sigma=NARROW_TREG))
+    trials, _ = TrialGenerator(plan, Cell("null", 24)).draw_replicates(200)
+    endpoint = "kappa_difference_Treg_Th17"
+    rates = [mann_whitney(t, endpoint, alpha=0.025)["success"] for t in trials]
+    mfi = [mann_whitney(t, endpoint, alpha=0.025, mfi=True)["success"] for t in trials]
+    assert np.mean(rates) > 0.5
+    assert np.mean(mfi) <= 0.025 + 3 * np.sqrt(0.025 * 0.975 / len(trials))
+
+
+def test_the_mfi_tests_truth_is_the_loss_of_log_cd49d():
+    """With one sigma, the log-MFI contrast's truth is sigma times the probit one's; under the
+    null both are 0."""
+    plan = load_plan(MFI_PLAN)
+    truths = pd.DataFrame(estimand_truths(plan)).set_index(["scenario", "endpoint", "family"])
+    sigma = load_config().parameters["sigma"]
+    for endpoint in plan.trial.endpoints:
+        probit = truths.loc[("alternative", endpoint, "frequentist"), "true_value"]
+        log_units = truths.loc[("alternative", endpoint, "mfi"), "true_value"]
+        assert log_units == pytest.approx(sigma * probit, rel=1e-9)
+        assert truths.loc[("null", endpoint, "mfi"), "true_value"] == pytest.approx(0, abs=1e-12)

@@ -157,7 +157,8 @@ def touch_outputs(tree: Path) -> None:
 def test_a_complete_build_leaves_no_work_and_a_plan_change_reruns_only_what_uses_it(tmp_path):
     tree = scratch_tree(tmp_path)
     everything = planned_jobs(tree)
-    assert everything["power"] + everything["power_with_sensitivity"] == 5
+    assert everything["power"] + everything["power_with_sensitivity"] == 6
+    assert everything["mfi_comparison"] == 1
     assert everything["fit"] == 3 and everything["fit_with_assumptions"] == 1
     assert everything["manuscript"] == 1
     touch_outputs(tree)
@@ -186,7 +187,7 @@ def test_a_figure_change_redraws_the_figure_and_reruns_no_simulation(tmp_path):
     os.utime(tree / "analysis" / "fig_power_curve.py", (later, later))
     # the planning figure reuses the power curve's table reader, and the manuscript shows it
     assert planned_jobs(tree) == {
-        "power_curve": 5,
+        "power_curve": 6,
         "figure_planning": 1,
         "figure_type_i": 1,  # it reuses the power curve's colours
         "numbers": 1,  # it lists the figures built
@@ -203,5 +204,6 @@ def test_a_model_code_change_reruns_every_result_of_that_model_and_no_other(tmp_
     os.utime(tree / "models" / "saturation.py", (later, later))
     jobs = planned_jobs(tree)
     assert jobs["fit"] + jobs["fit_with_assumptions"] == 4 and jobs["sbc"] == 5
-    assert jobs["power"] + jobs["power_with_sensitivity"] == 5
+    assert jobs["power"] + jobs["power_with_sensitivity"] == 6
+    assert jobs["mfi_comparison"] == 1
     assert "sample_size_validation" not in jobs  # binomial draws only: no model code

@@ -297,6 +297,7 @@ def test_shipped_plans_are_valid_and_hash_stably():
         "prognostic": "prognostic",
         "mechanism": "cross_sectional",
         "mechanism_paired": "paired",
+        "mechanism_mfi": "cross_sectional",
     }
     shipped = {path.stem for path in (ROOT / "simulations" / "plans").glob("*.toml")}
     assert shipped == set(designs)
