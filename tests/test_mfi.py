@@ -15,6 +15,9 @@ from models.registry import MODELS
 from models.simulate import draw_with_fixed
 from simulations.analyses import mann_whitney
 from simulations.cohort import (
+    DEFAULT_CONFIG,
+    CohortConfig,
+    ConfigError,
     cohort_csv_text,
     fixed_parameters,
     load_config,
@@ -178,3 +181,29 @@ def test_the_mfi_tests_truth_is_the_loss_of_log_cd49d():
         log_units = truths.loc[("alternative", endpoint, "mfi"), "true_value"]
         assert log_units == pytest.approx(sigma * probit, rel=1e-9)
         assert truths.loc[("null", endpoint, "mfi"), "true_value"] == pytest.approx(0, abs=1e-12)
+
+
+def test_a_configuration_with_gate_values_simulates_mfi_and_names_a_missing_subset(tmp_path):
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    good = tmp_path / "mfi.toml"
+    good.write_text(
+        text.replace(
+            "[design.events_per_gate]",
+            "mfi_gate = { Th1 = 900, Th17 = 900, Treg = 700 }\n\n[design.events_per_gate]",
+        ),
+        encoding="utf-8",
+    )
+    config = CohortConfig.from_toml(good)
+    assert config.mfi_gate == {"Th1": 900.0, "Th17": 900.0, "Treg": 700.0}
+    frame = simulate_cohort(config)
+    assert frame["mfi_gate"].tolist() == frame["subset"].map(config.mfi_gate).tolist()
+    assert (frame["mfi_cd49d"] > 0).all()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        text.replace(
+            "[design.events_per_gate]", "mfi_gate = { Th1 = 900 }\n\n[design.events_per_gate]"
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"design\.mfi_gate must name every subset"):
+        CohortConfig.from_toml(bad)
