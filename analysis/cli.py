@@ -172,7 +172,7 @@ def describe(file: Path, out_dir: Path, subsets: str, reference_subset: str) -> 
     README.md, 'Outputs') and OUT/provenance.json.
     """
     from analysis.frequentist import frequentist_table
-    from simulations.cohort import write_atomically
+    from simulations.atomic import write_atomically
 
     cohort = read_cohort(file, spec_from_options(subsets, reference_subset))
     table = frequentist_table(cohort)
@@ -235,7 +235,7 @@ def import_flowjo_command(
     the sheet or the gates file), exit status 2, and nothing is written.
     """
     from models.flowjo import FlowJoImportError, import_flowjo
-    from simulations.cohort import write_atomically
+    from simulations.atomic import write_atomically
 
     spec = spec_from_options(subsets, reference_subset)
     if out.exists() and not overwrite:
@@ -290,12 +290,12 @@ def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Pat
     With the bundled configuration and its seed this regenerates data/kimura2016_simulated.csv
     byte for byte.
     """
+    from simulations.atomic import write_atomically
     from simulations.cohort import (
         ConfigError,
         cohort_csv_text,
         load_config,
         simulate_cohort,
-        write_atomically,
     )
 
     try:
@@ -437,7 +437,7 @@ def compare(fits: tuple[Path, ...], out: Path) -> None:
     Writes ELPD, its SE, differences and stacking weights per model, and Pareto k warnings.
     """
     from analysis.model_comparison import compare_fits
-    from simulations.cohort import write_atomically
+    from simulations.atomic import write_atomically
 
     if len(fits) < 2:
         fail(["cd49d compare needs at least two fit.nc files"])
@@ -495,7 +495,7 @@ def crossval(
     from analysis.crossval import compare_kfold, kfold_by_subject
     from models.diagnostics import Thresholds
     from models.fit import SamplerSettings
-    from simulations.cohort import write_atomically
+    from simulations.atomic import write_atomically
 
     cohort = read_cohort(file, spec_from_options(subsets, reference_subset))
     settings = SamplerSettings(draws=draws, tune=tune)
@@ -672,7 +672,7 @@ def run_variations(
     """Run each varied assumption's plans (``run_plan`` with ``run_options``), then write and
     summarise the sensitivity table."""
     from analysis.fig_sample_size_sensitivity import make as make_sensitivity_figure
-    from simulations.cohort import write_atomically
+    from simulations.atomic import write_atomically
     from simulations.power import run_plan, sample_size_text
     from simulations.sensitivity import run_sensitivity
 
@@ -762,7 +762,7 @@ def sbc(
     except ValueError as err:
         fail([str(err)])
     from analysis.fig_sbc import make as make_figure
-    from simulations.cohort import write_atomically
+    from simulations.atomic import write_atomically
 
     summary, fits = summary_table(rows), fits_table(rows)
     rows.to_parquet(out / "ranks.parquet", index=False)

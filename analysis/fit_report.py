@@ -10,7 +10,6 @@ only ``diagnostics.csv``.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -36,7 +35,7 @@ from models.sensitivity import (
     power_scaling_table,
     prior_refit_table,
 )
-from simulations.cohort import write_atomically
+from simulations.atomic import replacing, write_atomically
 
 ALTERNATIVE_PRIOR = "uniform_saturation"
 #: Assumptions of the latent-expression model refitted as sensitivity analyses (prior sets of
@@ -258,14 +257,8 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 def write_netcdf(idata, path: Path) -> None:
     """Write through a temporary file in the same folder and rename: never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".nc.tmp", delete=False) as handle:
-        temporary = Path(handle.name)
-    try:
+    with replacing(path) as temporary:
         idata.to_netcdf(temporary)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def assumption_sensitivity(

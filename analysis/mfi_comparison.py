@@ -38,12 +38,12 @@ from models.estimands import CI_PROB
 from models.fit import FitResult, SamplerSettings, fit_gated
 from models.registry import MODELS
 from models.schema import MFI_COLUMNS
+from simulations.atomic import write_atomically
 from simulations.cohort import (
     cohort_csv_text,
     load_config,
     simulate_cohort,
     with_mfi,
-    write_atomically,
 )
 
 #: Root seed of the comparison: the cohort's draw, then each fit's (``SeedSequence`` children).

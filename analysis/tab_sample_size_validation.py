@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from simulations.cohort import write_atomically
+from simulations.atomic import write_atomically
 from simulations.sample_size_validation import (
     CURVES,
     SMALL_REPLICATES,

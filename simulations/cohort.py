@@ -8,8 +8,6 @@ that graph. No other code here writes the model.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -350,17 +348,3 @@ def cohort_csv_text(frame: pd.DataFrame) -> str:
         out[column] = out[column].map(lambda v: f"{v:.1f}")
     out["exacerbation"] = out["exacerbation"].map(lambda v: "" if pd.isna(v) else str(int(v)))
     return out.to_csv(index=False, lineterminator="\n")
-
-
-def write_atomically(text: str, path: Path | str) -> None:
-    """Write text to ``path`` through a temporary file and a rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

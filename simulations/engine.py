@@ -37,7 +37,8 @@ from simulations.analyses import (
     frequentist_rows,
     planned_rules,
 )
-from simulations.cohort import cohort_csv_text, write_atomically
+from simulations.atomic import write_atomically
+from simulations.cohort import cohort_csv_text
 from simulations.plan import Plan
 from simulations.seeds import replicate_seeds
 from simulations.store import Store

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from simulations.cohort import DEFAULT_CONFIG, write_atomically
+from simulations.atomic import write_atomically
+from simulations.cohort import DEFAULT_CONFIG
 from simulations.digests import code_digest, file_digest
 from simulations.engine import RunContext, Study, run_rounds
 from simulations.observable import estimand_truths, observable_effect

@@ -52,7 +52,8 @@ from models.estimands import estimand_draws
 from models.names import MODEL_NAMES
 from models.registry import MODELS
 from models.sensitivity import SUBJECT_DIMS
-from simulations.cohort import cohort_csv_text, design_frame, load_config, write_atomically
+from simulations.atomic import write_atomically
+from simulations.cohort import cohort_csv_text, design_frame, load_config
 from simulations.digests import code_digest
 from simulations.store import remove_entries
 from simulations.workers import run_in_workers

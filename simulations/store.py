@@ -18,14 +18,12 @@ starts afresh.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from simulations.cohort import write_atomically
+from simulations.atomic import replacing, write_atomically
 
 
 class StoreMismatch(ValueError):
@@ -124,16 +122,8 @@ class Store:
 
     def write_record(self, cell_id: str, rep: int, rows: pd.DataFrame) -> None:
         """Write one replicate's rows atomically (temporary file, then rename)."""
-        path = self.record_path(cell_id, rep)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".rep-", suffix=".tmp")
-        os.close(handle)
-        try:
+        with replacing(self.record_path(cell_id, rep), prefix=".rep-") as temporary:
             rows.to_parquet(temporary, index=False)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
     def remove_temporaries(self) -> None:
         """Delete the partial files of records whose writing was killed (a run's end: no
