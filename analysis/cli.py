@@ -127,15 +127,16 @@ def provenance(inputs: dict[str, Path], command: str, cohort: Cohort | None = No
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cd49d")
 def main() -> None:
-    """CD49d positive rates under natalizumab: validate cohort data, reproduce the study's
-    frequentist analysis and regenerate the bundled simulated cohort.
+    """CD49d positive rates under natalizumab: validate and import cohort data, reproduce the
+    study's frequentist analysis, fit and compare the Bayesian models, plan follow-up studies by
+    simulation, calibrate the models (SBC) and verify the pipeline's outputs.
 
     The bundled cohort (data/kimura2016_simulated.csv) is SIMULATED with the design of
     Kimura et al. 2016; it is not the study's data. See README.md and data/README.md.
     """
 
 
-@main.command()
+@main.command(short_help="Check a cohort CSV against the schema.")
 @click.argument("file", type=click.Path(path_type=Path))
 @subset_options
 def validate(file: Path, subsets: str, reference_subset: str) -> None:
@@ -155,7 +156,7 @@ def validate(file: Path, subsets: str, reference_subset: str) -> None:
     )
 
 
-@main.command()
+@main.command(short_help="The study's own frequentist analysis of a cohort.")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
     "--out",
@@ -195,7 +196,10 @@ def summary_text(table) -> str:
     return "\n".join(lines)
 
 
-@main.command("import-flowjo")
+@main.command(
+    "import-flowjo",
+    short_help="Turn a FlowJo table export into a cohort CSV.",
+)
 @click.argument("table", metavar="TABLE.csv", type=click.Path(path_type=Path))
 @click.option(
     "--samples",
@@ -262,7 +266,7 @@ def import_flowjo_command(
     )
 
 
-@main.command("simulate-cohort")
+@main.command("simulate-cohort", short_help="Draw a SIMULATED cohort with the study's design.")
 @click.option(
     "--config",
     "config_path",
@@ -292,6 +296,8 @@ def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Pat
     """
     from simulations.atomic import write_atomically
     from simulations.cohort import (
+        DEFAULT_CONFIG,
+        CohortDrawError,
         ConfigError,
         cohort_csv_text,
         load_config,
@@ -300,15 +306,18 @@ def simulate_cohort_command(config_path: Path | None, seed: int | None, out: Pat
 
     try:
         config = load_config(config_path)
+        frame = simulate_cohort(config, seed=seed)
     except ConfigError as err:
         fail([str(err)])
-    text = cohort_csv_text(simulate_cohort(config, seed=seed))
+    except CohortDrawError as err:
+        fail([f"{config_path or DEFAULT_CONFIG}: {err}; nothing was written."])
+    text = cohort_csv_text(frame)
     write_atomically(text, out)
     used = config.seed if seed is None else seed
     click.echo(f"wrote {out}: simulated cohort (seed {used}); not the study's measurements")
 
 
-@main.command()
+@main.command(short_help="Fit a Bayesian model to a cohort, gated by diagnostics.")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
     "--model",
@@ -423,7 +432,7 @@ def fit(
     click.echo(f"{model_name}: diagnostics passed; wrote {out_dir}/fit.nc and estimands.csv")
 
 
-@main.command()
+@main.command(short_help="Compare fits by PSIS-LOO on the CD49d counts.")
 @click.argument("fits", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--out",
@@ -436,23 +445,31 @@ def compare(fits: tuple[Path, ...], out: Path) -> None:
 
     Writes ELPD, its SE, differences and stacking weights per model, and Pareto k warnings.
     """
-    from analysis.model_comparison import compare_fits
+    from analysis.model_comparison import compare_fits, comparison_problems
     from simulations.atomic import write_atomically
 
     if len(fits) < 2:
         fail(["cd49d compare needs at least two fit.nc files"])
-    table = compare_fits(list(fits))
+    problems = comparison_problems(list(fits))
+    if problems:
+        fail([*problems, "nothing was written."])
+    table, others = compare_fits(list(fits))
     write_atomically(table.to_csv(index=False, lineterminator="\n"), out)
     click.echo(table.to_string(index=False))
-    if (table["n_pareto_k_above_0.7"] > 0).any():
+    high = table.set_index("model")["n_pareto_k_above_0.7"]
+    if (high > 0).any():
+        counts = ", ".join(f"{model} {count}" for model, count in high.items())
         click.echo(
-            "WARNING: Pareto k > 0.7 for some observations: PSIS-LOO is unreliable there "
-            "and the comparison above should not decide between the models.",
+            f"WARNING: Pareto k > 0.7 for some observations ({counts}): PSIS-LOO is unreliable "
+            "there and the comparison above should not decide between the models (cd49d "
+            "crossval compares them by held-out subjects).",
             err=True,
         )
+    for message in others:
+        click.echo(f"warning (ArviZ): {message}", err=True)
 
 
-@main.command()
+@main.command(short_help="Compare models by K-fold cross-validation by subject.")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
     "--model",
@@ -534,7 +551,7 @@ def crossval(
         )
 
 
-@main.command()
+@main.command(short_help="Power and sample size of a planned study, by simulation.")
 @click.argument("plan_file", metavar="PLAN.toml", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option(
@@ -708,7 +725,7 @@ def with_overrides(plan, replicates: int | None, bayes_replicates: int | None):
     return Plan.model_validate(raw)
 
 
-@main.command()
+@main.command(short_help="Simulation-based calibration of a model.")
 @click.option("--model", "model_name", required=True, type=click.Choice(MODEL_NAMES), help="Model.")
 @click.option(
     "--draws", required=True, type=click.IntRange(1), help="Replicates (prior draws) to fit."
@@ -782,7 +799,7 @@ def sbc(
     click.echo(f"Written under {out}/ (simulated cohorts, not study data).")
 
 
-@main.command()
+@main.command(short_help="Rebuild the pipeline and compare outputs with the manifest.")
 @click.option(
     "--manifest",
     "manifest_path",

@@ -73,6 +73,10 @@ class ConfigError(ValueError):
     """A cohort configuration file is missing a key or holds an impossible value."""
 
 
+class CohortDrawError(ValueError):
+    """No candidate draw of the model met the design's number of exacerbations."""
+
+
 @dataclass(frozen=True)
 class CohortConfig:
     """The parsed cohort configuration; see the TOML file for the meaning of each entry."""
@@ -153,6 +157,21 @@ class CohortConfig:
             raise ValueError("design.events_per_gate.median must name every subset")
         if self.mfi_gate is not None and set(self.mfi_gate) != set(self.spec.subsets):
             raise ValueError("design.mfi_gate must name every subset")
+        if self.candidate_draws < 1:
+            raise ValueError("candidate_draws must be at least 1")
+        rates = self.parameters["baseline_positive_rate"]
+        wrong = [
+            f"{group}.{subset}"
+            for group in BASELINE_GROUPS
+            for subset in self.spec.subsets
+            if not 0 < float(rates.get(group, {}).get(subset, np.nan)) < 1
+        ]
+        if wrong:
+            raise ValueError(
+                "parameters.baseline_positive_rate needs a rate strictly between 0 and 1 for "
+                f"{', '.join(wrong)}"
+            )
+        fixed_parameters(self)  # every value converts to the model's scale, or ValueError
 
 
 def mfi_gate_values(table: dict | None) -> dict[str, float] | None:
@@ -283,7 +302,7 @@ def simulate_cohort(config: CohortConfig, *, seed: int | None = None) -> pd.Data
 
     Raises
     ------
-    RuntimeError
+    CohortDrawError
         If no candidate draw has the design's number of exacerbations.
     """
     events_seed, model_seed = np.random.SeedSequence(config.seed if seed is None else seed).spawn(2)
@@ -298,11 +317,16 @@ def simulate_cohort(config: CohortConfig, *, seed: int | None = None) -> pd.Data
         draws=config.candidate_draws,
         seed=int(model_seed.generate_state(1)[0]),
     )
-    matching = np.flatnonzero(draws["exacerbation"].sum(axis=1) == config.exacerbations)
+    events = draws["exacerbation"].sum(axis=1)
+    matching = np.flatnonzero(events == config.exacerbations)
     if not len(matching):
-        raise RuntimeError(
-            f"none of {config.candidate_draws} draws had "
-            f"{config.exacerbations} exacerbations; raise candidate_draws"
+        treated = config.group_sizes.get(TREATED_GROUP, 0)
+        raise CohortDrawError(
+            f"none of {config.candidate_draws} draws had {config.exacerbations} exacerbations "
+            f"among {treated} MS_NTZ patients (they had {int(events.min())} to "
+            f"{int(events.max())}, median {np.median(events):g}): set "
+            "parameters.exacerbation_intercept so that the expected number is near "
+            "design.exacerbations (logit of their share), or raise candidate_draws"
         )
     chosen = matching[0]
     return outcome_frame(
