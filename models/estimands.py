@@ -27,10 +27,24 @@ from models.chain_stats import TAIL_PROBS
 from models.schema import NAIVE_GROUP, TREATED_GROUP, CohortSpec
 
 CI_PROB = 0.95
+#: The scale of each estimand's values (the ``unit`` column), so that a table cannot mix a
+#: percentage with a fraction unnoticed.
+UNITS = {
+    "pct_pos": "percent",
+    "reduction": "fraction",
+    "ratio_fold_change": "ratio",
+    "differential_reduction": "difference of fractions",
+    "saturation_mean": "fraction of receptors",
+    "saturation": "fraction of receptors",
+    "kappa": "fraction per unit occupancy",
+    "kappa_difference": "difference in fraction per unit occupancy",
+    "exacerbation_log_or": "log odds ratio per SD of the latent log ratio",
+}
 COLUMNS = [
     "estimand",
     "group",
     "subset",
+    "unit",
     "mean",
     "sd",
     "q2.5",
@@ -89,6 +103,7 @@ def summarise(name: str, draws: xr.DataArray) -> pd.DataFrame:
                 "estimand": name,
                 "group": selector.get("group", selector.get("treated_subject", "")),
                 "subset": selector.get("subset", ""),
+                "unit": UNITS[name],
                 "mean": float(values.mean()),
                 "sd": float(values.std(ddof=1)),
                 "q2.5": float(np.quantile(values, (1 - CI_PROB) / 2)),

@@ -109,7 +109,7 @@ def prior_refit_table(
     default: pd.DataFrame, alternative: pd.DataFrame, *, alternative_name: str
 ) -> pd.DataFrame:
     """Estimands under both priors and the shift in posterior SDs of the default fit."""
-    keys = ["estimand", "group", "subset"]
+    keys = ["estimand", "group", "subset", "unit"]
     merged = default[[*keys, "mean", "sd", "q2.5", "q97.5"]].merge(
         alternative[[*keys, "mean", "sd", "q2.5", "q97.5"]],
         on=keys,

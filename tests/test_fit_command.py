@@ -50,6 +50,13 @@ def test_estimands_csv_schema(positive_rate_fit):
         "differential_reduction": 2,
     }
     assert set(table.loc[table["estimand"] == "ratio_fold_change", "subset"]) == {"Th1", "Th17"}
+    units = table.groupby("estimand")["unit"].agg(set).to_dict()
+    assert units == {
+        "pct_pos": {"percent"},
+        "reduction": {"fraction"},
+        "ratio_fold_change": {"ratio"},
+        "differential_reduction": {"difference of fractions"},
+    }
     numeric = table[["mean", "q2.5", "q97.5"]].astype(float)
     assert (numeric["q2.5"] <= numeric["mean"]).all() and (
         numeric["mean"] <= numeric["q97.5"]
