@@ -324,8 +324,16 @@ N_READ_OFF_THE_CURVE = Tolerance(
     interval_se("n_low", "n_required", "n_high"),
     "SE of n implied by its 95% interval",
 )
+#: The design's total sample at those n moves with them.
+TOTAL_READ_OFF_THE_CURVE = Tolerance(
+    ("total_required", "total_low", "total_high"),
+    interval_se("total_low", "total_required", "total_high"),
+    "SE of the design's total implied by its 95% interval",
+)
 SAMPLE_SIZE = TableRule(
-    tolerances=(N_READ_OFF_THE_CURVE,), not_compared=("note",), otherwise=FLOATING_POINT
+    tolerances=(N_READ_OFF_THE_CURVE, TOTAL_READ_OFF_THE_CURVE),
+    not_compared=("note",),
+    otherwise=FLOATING_POINT,
 )
 SAMPLE_SIZE_VALIDATION = TableRule(
     tolerances=(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from simulations.atomic import write_atomically
@@ -143,8 +144,37 @@ def run_plan(
     records = run_rounds(context, workers=workers, scheduler=scheduler, progress=progress)
     store.remove_temporaries()
     outputs = summarise_records(records, truths_for(plan, design_prior=prior is not None))
+    outputs = replace(outputs, sample_size=with_design_totals(outputs.sample_size, plan))
     write_outputs(outputs, Path(out))
     return replace(outputs, replaced=tuple(replaced))
+
+
+#: What n counts, and what the design's total counts, by design.
+TOTAL_OF = {
+    "cross_sectional": "patients: n natalizumab-treated + round(n x allocation) natalizumab-naive",
+    "paired": "patients, each sampled before and under natalizumab (2 samples each)",
+    "prognostic": "natalizumab-treated patients followed up",
+}
+
+
+def design_total(plan: Plan, n: float) -> float:
+    """The design's whole sample (patients) at ``n`` natalizumab-treated patients."""
+    if pd.isna(n):
+        return np.nan
+    naive = round(n * plan.trial.allocation) if plan.trial.design == "cross_sectional" else 0
+    return float(n + naive)
+
+
+def with_design_totals(sizes: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+    """``sample_size.csv`` with what n counts (``n_counts``) and the design's total sample at
+    ``n_required``, ``n_low`` and ``n_high`` (``total_required``, ``total_low``,
+    ``total_high``; what they count: ``total_of``)."""
+    sizes = sizes.copy()
+    sizes["n_counts"] = "natalizumab-treated patients"
+    for end in ("required", "low", "high"):
+        sizes[f"total_{end}"] = [design_total(plan, n) for n in sizes[f"n_{end}"]]
+    sizes["total_of"] = TOTAL_OF[plan.trial.design]
+    return sizes
 
 
 def truths_for(plan: Plan, *, design_prior: bool) -> pd.DataFrame:
@@ -203,6 +233,12 @@ def describe_run(outputs: PowerOutputs) -> list[str]:
         )
     for row in outputs.sample_size[outputs.sample_size["target_power"] == 0.8].itertuples():
         lines.append(f"80% power {row.endpoint} {row.analysis}: {sample_size_text(row)}")
+    sizes = outputs.sample_size
+    if "total_of" in sizes and len(sizes) and sizes["total_required"].notna().any():
+        lines.append(
+            "n counts natalizumab-treated patients; the design's total at n "
+            f"(sample_size.csv, total_required): {sizes['total_of'].iloc[0]}"
+        )
     return lines
 
 
@@ -218,7 +254,9 @@ def sample_size_text(row) -> str:
         f"n <= {row.n_required:.0f}" if row.status == "below_grid" else f"n = {row.n_required:.0f}"
     )
     status = "" if row.status == "ok" else f" ({row.status})"
-    return f"{point} [{low}, {high}]{status}"
+    total = getattr(row, "total_required", np.nan)
+    whole = f", {total:.0f} patients in all" if pd.notna(total) and total != row.n_required else ""
+    return f"{point} [{low}, {high}]{status}{whole}"
 
 
 def type_i_summary(type_i: pd.DataFrame) -> list[str]:

@@ -245,10 +245,16 @@ def described(estimate: dict, n: np.ndarray, target: float) -> dict:
     point = estimate["n_real"]
     if point == -np.inf:
         status = "below_grid"
-        notes.append(f"power at the smallest n simulated ({n[0]:g}) already reaches {target:g}")
+        notes.append(
+            f"power at the smallest n simulated ({n[0]:g}) already reaches {target:g}: add "
+            "smaller n to trial.n to find the smallest that suffices"
+        )
     elif point == np.inf:
         status = "beyond_grid"
-        notes.append(f"power at the largest n simulated ({n[-1]:g}) is below {target:g}")
+        notes.append(
+            f"power at the largest n simulated ({n[-1]:g}) is below {target:g}: add larger n "
+            "to trial.n"
+        )
     elif estimate["n_above"] / estimate["n_below"] > MAX_VALIDATED_STEP:
         status = "coarse_grid"
         notes.append(

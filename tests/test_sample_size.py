@@ -101,13 +101,13 @@ def test_sample_size_table_statuses_and_notes():
     assert rows.loc["below", "n_high"] == 8  # even the lower bound is above 0.8 at n = 8
     assert np.isnan(rows.loc["below", "n_low"])
     assert rows.loc["below", "note"] == (
-        "power at the smallest n simulated (8) already reaches 0.8; "
-        "interval reaches below the grid (n_low < 8)"
+        "power at the smallest n simulated (8) already reaches 0.8: add smaller n to trial.n "
+        "to find the smallest that suffices; interval reaches below the grid (n_low < 8)"
     )
     assert rows.loc["beyond", "status"] == "beyond_grid"
     assert np.isnan(rows.loc["beyond", "n_required"]) and np.isnan(rows.loc["beyond", "n_high"])
     assert rows.loc["beyond", "note"] == (
-        "power at the largest n simulated (48) is below 0.8; "
+        "power at the largest n simulated (48) is below 0.8: add larger n to trial.n; "
         "interval reaches beyond the grid (n_high > 48)"
     )
     assert rows.loc["coarse", "status"] == "coarse_grid"
@@ -177,3 +177,33 @@ def test_validation_table_command(tmp_path):
 def test_full_validation_study_passes():
     """Full size (2000 runs per scenario, every shipped grid and curve): the criteria hold."""
     assert_study_passes(validation_study(runs=2000), tolerance_mcse=0)
+
+
+@pytest.mark.parametrize(
+    ("design", "allocation", "totals", "text"),
+    [
+        ("cross_sectional", 1.5, [25.0, 20.0, 37.0], "n = 10 [8, 15], 25 patients in all"),
+        ("paired", 1.0, [10.0, 8.0, 15.0], "n = 10 [8, 15]"),
+    ],
+)
+def test_sample_size_says_what_n_counts_and_the_designs_total(design, allocation, totals, text):
+    from simulations.plan import Plan
+    from simulations.power import sample_size_text, with_design_totals
+
+    plan = Plan.model_validate(
+        {
+            "name": "t",
+            "root_seed": 1,
+            "trial": {
+                "design": design,
+                "n": [8, 12, 16],
+                "allocation": allocation,
+                "endpoints": ["ratio_fold_change_Th17_Treg"],
+            },
+        }
+    )
+    row = {"n_required": 10.0, "n_low": 8.0, "n_high": 15.0, "status": "ok"}
+    sizes = with_design_totals(pd.DataFrame([row | {"n_min_grid": 8, "n_max_grid": 16}]), plan)
+    assert sizes["n_counts"].tolist() == ["natalizumab-treated patients"]
+    assert sizes[["total_required", "total_low", "total_high"]].iloc[0].tolist() == totals
+    assert sample_size_text(next(sizes.itertuples())) == text
