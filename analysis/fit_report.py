@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.absent import absent_note, estimand_rows, parameter_rows
 from analysis.predictive_checks import (
     new_subject_check,
     new_subject_seed,
@@ -106,17 +107,21 @@ def run_fit(
         **flat_provenance(provenance),
     )
     say("writing estimands, identification, sensitivity and predictive checks")
-    estimands = estimand_table(idata["posterior"].to_dataset(), cohort.spec)
+    if note := absent_note(cohort):
+        say(note)
+    estimands = estimand_rows(estimand_table(idata["posterior"].to_dataset(), cohort.spec), cohort)
     names = global_variables(model)
     identification = identification_table(idata, identification_variables(model))
+    identification = parameter_rows(identification, cohort)
     write_csv(estimands, out_dir / "estimands.csv")
     write_csv(identification, out_dir / "identification.csv")
-    write_csv(power_scaling_table(model, idata, names), out_dir / "power_scaling.csv")
+    scaling = parameter_rows(power_scaling_table(model, idata, names), cohort)
+    write_csv(scaling, out_dir / "power_scaling.csv")
     write_predictive_checks(idata, cohort, out_dir)
     check = new_subject_check(
         model, idata, cohort, seed=new_subject_seed(request.seed), model_name=spec.name
     )
-    write_csv(check, out_dir / "ppc_new_subjects.csv")
+    write_csv(parameter_rows(check, cohort, column="group"), out_dir / "ppc_new_subjects.csv")
     if request.sensitivity and spec.uses_saturation and request.prior_set == "default":
         say(f"refitting under the {ALTERNATIVE_PRIOR} prior for prior sensitivity")
         write_prior_sensitivity(cohort, request, estimands, out_dir)
@@ -213,7 +218,8 @@ def write_predictive_checks(idata, cohort: Cohort, out_dir: Path) -> None:
             idata, cohort, group=group, title=title, output=out_dir / name
         )
         tables.append(table.assign(check=group))
-    write_csv(pd.concat(tables, ignore_index=True), out_dir / "predictive_checks.csv")
+    table = pd.concat(tables, ignore_index=True)
+    write_csv(parameter_rows(table, cohort, column="group"), out_dir / "predictive_checks.csv")
 
 
 def write_prior_sensitivity(

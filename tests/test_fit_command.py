@@ -11,17 +11,46 @@ QUICK = ["--draws", "400", "--tune", "500", "--min-ess", "150", "--rhat-max", "1
 
 
 @pytest.fixture(scope="module")
-def positive_rate_fit(tmp_path_factory):
+def positive_rate_run(tmp_path_factory):
+    """A quick positive_rate fit of the bundled cohort without its NMOSD patients (a cohort
+    lacking a group); the output folder and what the command printed."""
     from click.testing import CliRunner
 
     from analysis.cli import main
 
     out = tmp_path_factory.mktemp("fit")
+    cohort = tmp_path_factory.mktemp("cohort") / "no_nmosd.csv"
+    rows = pd.read_csv(BUNDLED_COHORT, dtype=str, keep_default_na=False)
+    rows[rows["group"] != "NMOSD"].to_csv(cohort, index=False)
     result = CliRunner().invoke(
-        main, ["fit", str(BUNDLED_COHORT), "--model", "positive_rate", "--out", str(out), *QUICK]
+        main, ["fit", str(cohort), "--model", "positive_rate", "--out", str(out), *QUICK]
     )
     assert result.exit_code == 0, result.output
-    return out
+    return out, result.output
+
+
+@pytest.fixture(scope="module")
+def positive_rate_fit(positive_rate_run):
+    return positive_rate_run[0]
+
+
+def test_a_group_the_cohort_lacks_is_in_no_table(positive_rate_run):
+    out, printed = positive_rate_run
+    assert (
+        "the cohort has no group NMOSD: every table leaves out the rows that rest on them "
+        "(their parameters stay in fit.nc, informed by the prior alone)"
+    ) in printed
+    assert "NMOSD" not in printed.split("the cohort has no group NMOSD")[1]
+    for name in (
+        "estimands.csv",
+        "identification.csv",
+        "power_scaling.csv",
+        "predictive_checks.csv",
+        "ppc_new_subjects.csv",
+    ):
+        assert "NMOSD" not in (out / name).read_text(encoding="utf-8"), name
+    posterior = xr.open_datatree(out / "fit.nc")["posterior"]
+    assert "NMOSD" in posterior["pct_pos"].coords["group"].values  # the graph keeps it
 
 
 def test_fit_writes_every_output(positive_rate_fit):
@@ -44,7 +73,7 @@ def test_estimands_csv_schema(positive_rate_fit):
     assert list(table.columns) == COLUMNS
     counts = table["estimand"].value_counts().to_dict()
     assert counts == {
-        "pct_pos": 12,
+        "pct_pos": 9,
         "reduction": 3,
         "ratio_fold_change": 2,
         "differential_reduction": 2,
@@ -83,7 +112,7 @@ def test_descriptive_model_matches_raw_proportions_for_large_cells(positive_rate
     """With ~8000 events per gate and modest subject spread the population-average rate is close
     to the mean of subject rates; the pooled check uses subjects' mean rate per cell."""
     estimands = pd.read_csv(positive_rate_fit / "estimands.csv")
-    cohort = pd.read_csv(BUNDLED_COHORT)
+    cohort = pd.read_csv(BUNDLED_COHORT).query("group != 'NMOSD'")  # as fitted
     cohort["pct"] = 100 * cohort["n_cd49d_pos"] / cohort["n_cells"]
     raw = cohort.groupby(["group", "subset"])["pct"].mean()
     rates = estimands[estimands["estimand"] == "pct_pos"].set_index(["group", "subset"])
