@@ -512,9 +512,15 @@ def crossval(
     from analysis.crossval import compare_kfold, kfold_by_subject
     from models.diagnostics import Thresholds
     from models.fit import SamplerSettings
+    from models.registry import MODELS
     from simulations.atomic import write_atomically
 
     cohort = read_cohort(file, spec_from_options(subsets, reference_subset))
+    for name in model_names:  # before any fold is fitted
+        try:
+            MODELS[name].check(cohort)
+        except ValueError as err:
+            fail([f"{file}: {err}"])
     settings = SamplerSettings(draws=draws, tune=tune)
     tables = []
     with tqdm(total=folds * len(model_names), desc="fold fits", unit="fit") as bar:

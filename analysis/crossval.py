@@ -150,6 +150,7 @@ def kfold_by_subject(
         are never silently dropped).
     """
     spec = MODELS[model_name]
+    spec.check(cohort)
     full_model = spec.build(cohort)
     groups = cohort.subjects.set_index("subject_id")["group"].astype(str)
     rows = []

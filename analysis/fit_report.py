@@ -79,7 +79,8 @@ def run_fit(
 ) -> FitResult:
     """Fit, gate, and write every output; returns the gated fit (``passed`` False: exit 3)."""
     spec = MODELS[request.model_name]
-    model = spec.build(cohort, request.prior_set)  # ValueError here: the cohort does not fit
+    spec.check(cohort)  # ValueError here or below: the cohort does not fit
+    model = spec.build(cohort, request.prior_set)
     request = replace(request, settings=request.settings.for_cohort(cohort))
     say(f"fitting {spec.name} ({spec.description}) with {request.settings.sampler}")
     if has_mfi(cohort):

@@ -119,6 +119,28 @@ def add_standardised_log_ratio(model: pm.Model, cohort: Cohort) -> pt.TensorVari
     return (log_ratio - log_ratio.mean()) / log_ratio.std()
 
 
+def patients_without_follow_up(cohort: Cohort) -> list[str]:
+    """Treated patients whose ``exacerbation`` is blank (no follow-up)."""
+    subjects = cohort.subjects
+    treated = subjects[subjects["group"] == TREATED_GROUP]
+    return treated.loc[treated[EXACERBATION_COLUMN].isna(), "subject_id"].astype(str).tolist()
+
+
+def follow_up_problem(cohort: Cohort, model: str) -> str | None:
+    """Why ``model``, an exacerbation model, cannot fit ``cohort``; None if it can."""
+    missing = patients_without_follow_up(cohort)
+    if not missing:
+        return None
+    shown = ", ".join(missing[:10]) + (
+        f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    )
+    return (
+        f"the {model} model needs exacerbation (0 or 1) for every {TREATED_GROUP} patient; "
+        f"{len(missing)} have none (no follow-up): {shown}. Give their follow-up, or fit a "
+        "model without exacerbations (positive_rate, saturation, saturation_per_subset)"
+    )
+
+
 def observed_exacerbations(cohort: Cohort) -> np.ndarray:
     """Exacerbation (0/1, NaN where withheld) of each treated patient, in model order."""
     subjects = cohort.subjects

@@ -24,6 +24,12 @@ class ModelSpec:
     description: str
     build: Callable[..., pm.Model]
     uses_saturation: bool
+    needs_follow_up: bool = False  # every treated patient's exacerbation (0 or 1)
+
+    def check(self, cohort: Cohort) -> None:
+        """Raise ValueError, in one sentence, when the cohort cannot be fitted by this model."""
+        if self.needs_follow_up and (problem := exacerbation.follow_up_problem(cohort, self.name)):
+            raise ValueError(problem)
 
 
 def saturation_priors(prior_set: str, overrides: dict | None = None) -> SaturationPriors:
@@ -104,6 +110,7 @@ MODELS: dict[str, ModelSpec] = {
             "exacerbation on the latent log CD49d ratio",
             _exacerbation,
             uses_saturation=True,
+            needs_follow_up=True,
         ),
         ModelSpec(
             "exacerbation_logit",
@@ -111,6 +118,7 @@ MODELS: dict[str, ModelSpec] = {
             "latent log CD49d ratio; for cohorts of treated patients only",
             _exacerbation_logit,
             uses_saturation=False,
+            needs_follow_up=True,
         ),
     )
 }

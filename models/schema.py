@@ -20,7 +20,9 @@ EXACERBATION_COLUMN = "exacerbation"
 #: A file needs, per row, both counts or the percentage, so it needs the count columns, the
 #: percentage column or all three; each of them is optional as a column.
 MEASUREMENT_COLUMNS: tuple[str, ...] = (*COUNT_COLUMNS, PCT_COLUMN)
-REQUIRED_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, EXACERBATION_COLUMN)
+#: ``exacerbation`` is optional: a cohort without follow-up has none (the exacerbation models
+#: then refuse to fit, naming the patients without it).
+REQUIRED_COLUMNS: tuple[str, ...] = ID_COLUMNS
 #: The columns of a cohort file this package writes (the bundled cohort, simulate-cohort).
 FILE_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *MEASUREMENT_COLUMNS, EXACERBATION_COLUMN)
 #: Optional per-row fluorescence: the subset's median CD49d fluorescence and the fluorescence

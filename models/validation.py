@@ -355,11 +355,6 @@ def row_problems(frame: pd.DataFrame) -> list[Problem]:
             ),
         ),
         (
-            (group == s.TREATED_GROUP) & exacerbation.isna(),
-            s.EXACERBATION_COLUMN,
-            lambda r: f"blank, but required (0 or 1) for {s.TREATED_GROUP} rows",
-        ),
-        (
             group.isin(s.GROUPS) & (group != s.TREATED_GROUP) & exacerbation.notna(),
             s.EXACERBATION_COLUMN,
             lambda r: f"must be blank outside {s.TREATED_GROUP} (this row's group is {r.group})",
@@ -531,7 +526,7 @@ def validate_file(path: Path | str, spec: s.CohortSpec) -> CheckedFile:
     raw, ignored, problems = parse_csv(text)
     if problems:
         raise CohortFileError(path, problems)
-    for column in s.MEASUREMENT_COLUMNS:
+    for column in (*s.MEASUREMENT_COLUMNS, s.EXACERBATION_COLUMN):
         if column not in raw.columns:
             raw[column] = ""
     frame, problems = typed_frame(raw)

@@ -12,8 +12,8 @@ QUICK = ["--draws", "400", "--tune", "500", "--min-ess", "150", "--rhat-max", "1
 
 @pytest.fixture(scope="module")
 def positive_rate_run(tmp_path_factory):
-    """A quick positive_rate fit of the bundled cohort without its NMOSD patients (a cohort
-    lacking a group); the output folder and what the command printed."""
+    """A quick positive_rate fit of the bundled cohort without its NMOSD patients and without
+    follow-up (no exacerbation column); the output folder and what the command printed."""
     from click.testing import CliRunner
 
     from analysis.cli import main
@@ -21,7 +21,7 @@ def positive_rate_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fit")
     cohort = tmp_path_factory.mktemp("cohort") / "no_nmosd.csv"
     rows = pd.read_csv(BUNDLED_COHORT, dtype=str, keep_default_na=False)
-    rows[rows["group"] != "NMOSD"].to_csv(cohort, index=False)
+    rows[rows["group"] != "NMOSD"].drop(columns="exacerbation").to_csv(cohort, index=False)
     result = CliRunner().invoke(
         main, ["fit", str(cohort), "--model", "positive_rate", "--out", str(out), *QUICK]
     )
