@@ -24,6 +24,12 @@ from models.fit import CHECKS_COMPILE
 
 #: Contraction at or above this: identified by the data; below WEAK: informed by the prior.
 IDENTIFIED, WEAK = 0.5, 0.1
+#: Power-scaling sensitivity (ArviZ's cumulative Jensen-Shannon distance) at or above this
+#: counts as sensitive: ArviZ's own threshold for its diagnosis.
+SENSITIVE = 0.05
+#: A posterior SD at or below this (relative to the mean's magnitude, at least 1) is no
+#: estimate: the prior set fixes the quantity (``prior_refit_table``).
+FIXED_SD = 1e-9
 SUBJECT_DIMS = frozenset(
     {"subject", "patient", "treated_subject", "count_row", "pct_row", "visit_contrast"}
 )
@@ -91,7 +97,9 @@ def informed_by(contraction: float) -> str:
 
 
 def power_scaling_table(model: pm.Model, idata: xr.DataTree, var_names: list[str]) -> pd.DataFrame:
-    """Power-scaling sensitivity of the named posterior variables (adds ``log_prior``)."""
+    """Power-scaling sensitivity of the named posterior variables (adds ``log_prior``), with
+    ArviZ's ``diagnosis`` and a ``verdict`` in ``identification.csv``'s vocabulary
+    (``scaling_verdict``)."""
     if "log_prior" not in idata.children:
         with model, contextlib.redirect_stderr(io.StringIO()):
             pm.stats.compute_log_prior(idata, progressbar=False, compile_kwargs=CHECKS_COMPILE)
@@ -102,7 +110,21 @@ def power_scaling_table(model: pm.Model, idata: xr.DataTree, var_names: list[str
     quiet = io.StringIO()  # psense prints advice to the console; the table already says it
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         table = az.psense_summary(idata, var_names=names, prior_var_names=priors)
-    return pd.DataFrame(table).rename_axis("parameter").reset_index()
+    table = pd.DataFrame(table).rename_axis("parameter").reset_index()
+    table["verdict"] = [
+        scaling_verdict(p, q) for p, q in zip(table["prior"], table["likelihood"], strict=True)
+    ]
+    return table
+
+
+def scaling_verdict(prior: float, likelihood: float) -> str:
+    """What power-scaling says, in ``informed_by``'s words: ``data`` (scaling the prior barely
+    moves the posterior), ``data and prior`` (both move it: ArviZ's "potential prior-data
+    conflict", which a parameter that the data inform only jointly with others also shows),
+    ``prior`` (only the prior moves it: ArviZ's "strong prior / weak likelihood")."""
+    if prior < SENSITIVE:
+        return "data"
+    return "data and prior" if likelihood >= SENSITIVE else "prior"
 
 
 def prior_refit_table(
@@ -117,5 +139,14 @@ def prior_refit_table(
     )
     merged["shift_in_sd"] = (merged[f"mean_{alternative_name}"] - merged["mean_default"]) / merged[
         "sd_default"
+    ]
+    mean, sd = merged[f"mean_{alternative_name}"], merged[f"sd_{alternative_name}"]
+    fixed = sd <= FIXED_SD * np.fmax(1.0, mean.abs())
+    merged.loc[fixed, "shift_in_sd"] = np.nan
+    merged["note"] = [
+        f"fixed at {m:.6g} by the {alternative_name} prior set, not estimated: no shift"
+        if is_fixed
+        else ""
+        for m, is_fixed in zip(mean, fixed, strict=True)
     ]
     return merged

@@ -188,3 +188,12 @@ def test_a_paired_cohort_passes_the_gate_at_default_settings(run_cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "samples share patients (patient_id): nutpie adapts a low-rank" in result.stderr
     assert xr.open_datatree(out / "fit.nc").attrs["mass_matrix"] == "low_rank"
+
+
+def test_power_scaling_and_identification_share_their_verdicts(positive_rate_fit):
+    scaling = pd.read_csv(positive_rate_fit / "power_scaling.csv")
+    identification = pd.read_csv(positive_rate_fit / "identification.csv")
+    words = {"data", "data and prior", "prior"}
+    assert set(scaling["verdict"]) <= words
+    assert set(identification["informed_by"]) <= words | {"fixed"}
+    assert (scaling.loc[scaling["prior"] < 0.05, "verdict"] == "data").all()
