@@ -373,12 +373,15 @@ class Plan(Section):
     def result_hash(self, design_prior_digest: str = "") -> str:
         """SHA-256 of everything that decides a replicate's result (not how many are run).
 
-        Replicate counts, the MCSE target and the task size are left out, so that a plan can be
-        extended and its stored replicates reused; a design-prior fit enters by its digest.
+        Replicate counts, the MCSE target, the task size and the grid of n are left out (a
+        replicate's seeds name its n themselves, ``simulations.seeds``), so that a plan can be
+        extended by replicates or by n and its stored cells reused; a design-prior fit enters
+        by its digest.
         """
         content = self.model_dump(
             mode="json", exclude={"replicates", "description", "name", "sensitivity"}
         )
+        del content["trial"]["n"]
         # Fields added later enter only when set, so that older plans keep their hash.
         if content["trial"]["measurements"] == ["rates"]:
             del content["trial"]["measurements"]

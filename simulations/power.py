@@ -142,6 +142,7 @@ def run_plan(
     )
     context = RunContext(plan, str(out), result_hash, prior, save_datasets, study)
     records = run_rounds(context, workers=workers, scheduler=scheduler, progress=progress)
+    records = records[records["n"].isin(plan.trial.n)].reset_index(drop=True)  # this grid's
     store.remove_temporaries()
     outputs = summarise_records(records, truths_for(plan, design_prior=prior is not None))
     outputs = replace(outputs, sample_size=with_design_totals(outputs.sample_size, plan))

@@ -97,6 +97,8 @@ class Store:
             stored = json.loads(path.read_text(encoding="utf-8"))
             changed = changed_inputs(stored, {**manifest, "result_hash": self.result_hash})
             if not changed:
+                if stored != manifest:  # the same results, a grid grown or shrunk: say so
+                    write_atomically(json.dumps(manifest, indent=2, sort_keys=True) + "\n", path)
                 return []
             if not replace_stale:
                 raise StoreMismatch(

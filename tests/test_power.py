@@ -339,6 +339,22 @@ def test_a_folder_of_another_plan_is_refused(tmp_path):
         run_plan(other, tmp_path, progress=False)
 
 
+def test_a_grown_grid_keeps_the_stored_cells_and_draws_as_a_fresh_run(tmp_path):
+    plan = make_plan("prognostic", [20], initial=2, null=2)
+    run_plan(plan, tmp_path / "grown", progress=False)
+    stored = sorted((tmp_path / "grown" / "records").rglob("*.parquet"))
+    before = {path: path.stat().st_mtime_ns for path in stored}
+    grown = plan.model_copy(update={"trial": plan.trial.model_copy(update={"n": [20, 30]})})
+    assert grown.result_hash() == plan.result_hash()
+    outputs = run_plan(grown, tmp_path / "grown", progress=False)
+    assert {path: path.stat().st_mtime_ns for path in stored} == before  # not redrawn
+    assert sorted(outputs.power["n"].unique()) == [20, 30]
+    fresh = run_plan(grown, tmp_path / "fresh", progress=False)
+    pd.testing.assert_frame_equal(comparable(outputs.records), comparable(fresh.records))
+    shrunk = run_plan(plan, tmp_path / "grown", progress=False)  # the grid shrinks again
+    assert sorted(shrunk.power["n"].unique()) == [20]
+
+
 def test_a_folder_is_refused_after_its_cohort_configuration_was_edited(tmp_path):
     """The result hash covers the configuration's contents, not its path: edited between two
     runs into one folder, the second run is refused, naming what changed, and writes nothing."""
