@@ -445,6 +445,7 @@ def test_a_trial_that_cannot_be_drawn_is_a_failed_row_of_every_analysis(tmp_path
     monkeypatch.setattr(TrialGenerator, "draw", flaky)
     outputs = run_plan(plan, tmp_path, progress=False)
     records = outputs.records
+    assert not records["analysis"].str.startswith("bayes_").any()  # replicates = 0: no refits
     failed = records[records["replicate"] == 2]
     assert set(failed["status"]) == {"error"}
     assert set(failed["error_message"]) == {"drawing the trial failed: rate not finite"}
