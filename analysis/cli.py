@@ -181,6 +181,11 @@ def describe(file: Path, out_dir: Path, subsets: str, reference_subset: str) -> 
     record = provenance({"cohort": file}, "cd49d describe", cohort)
     write_atomically(json.dumps(record, indent=2) + "\n", out_dir / "provenance.json")
     click.echo(summary_text(table))
+    if not (table["analysis"] == "exacerbation").any():
+        click.echo(
+            "no exacerbation comparison: it needs a treated patient with and one without an "
+            "exacerbation during follow-up (the exacerbation column)"
+        )
     click.echo(f"wrote {out_dir / 'frequentist.csv'} ({len(table)} rows)")
 
 

@@ -293,6 +293,14 @@ def test_a_cohort_without_follow_up_is_valid_and_the_exacerbation_models_refuse_
 ):
     path = no_follow_up(tmp_path, whole_cohort=whole_cohort)
     assert run_cli("validate", path).exit_code == 0
+    described = run_cli("describe", path, "--out", tmp_path / "describe")
+    assert described.exit_code == 0
+    table = pd.read_csv(tmp_path / "describe" / "frequentist.csv")
+    events = table[table["analysis"] == "exacerbation"]
+    if whole_cohort:
+        assert events.empty and "no exacerbation comparison" in described.stdout
+    else:  # 2 exacerbators and 4 without among the 6 patients with follow-up
+        assert set(events["n"]) == {2} and set(events["n_other"]) == {4}
     missing = (
         "8 have none (no follow-up): NTZ01, NTZ02, NTZ03, NTZ04, NTZ05, NTZ06, NTZ07, NTZ08"
         if whole_cohort
