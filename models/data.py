@@ -11,7 +11,7 @@ import pandas as pd
 from models import schema as s
 from models.validation import CohortFileError, Problem, validate_file
 
-__all__ = ["Cohort", "CohortFileError", "Problem", "load_cohort"]
+__all__ = ["Cohort", "CohortFileError", "Problem", "load_cohort", "log_mfi_ratio"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,12 @@ class Cohort:
                 self.subjects["group"], categories=s.GROUPS
             ).codes.astype(int),
         }
+
+
+def log_mfi_ratio(rows: pd.DataFrame) -> np.ndarray:
+    """``log(mfi_cd49d / mfi_gate)`` of each row: the subset's median log CD49d relative to its
+    gate, as the saturation models read it (NaN where a row has no MFI reading)."""
+    return np.log(rows[s.MFI_COLUMN].to_numpy(float) / rows[s.MFI_GATE_COLUMN].to_numpy(float))
 
 
 def load_cohort(path: Path | str, spec: s.CohortSpec | None = None) -> Cohort:

@@ -71,7 +71,7 @@ import pytensor.tensor as pt
 from scipy import optimize
 from scipy.special import expit, logit
 
-from models.data import Cohort
+from models.data import Cohort, log_mfi_ratio
 from models.effects import add_subject_predictors, add_visit_sd
 from models.likelihood import add_rate_likelihood, row_labels
 from models.priors import SATURATION_FLOOR, SATURATION_SPAN, SaturationPriors
@@ -173,8 +173,7 @@ def add_mfi_likelihood(
     model.add_coord("mfi_row", row_labels(cohort)[rows])
     values = None
     if observed:
-        table = cohort.rows.iloc[rows]
-        ratio = np.log(table[MFI_COLUMN].to_numpy(float) / table[MFI_GATE_COLUMN].to_numpy(float))
+        ratio = log_mfi_ratio(cohort.rows.iloc[rows])
         values = pm.Data("observed_log_mfi_ratio", ratio, dims="mfi_row")
     log_sd = pm.HalfNormal("mfi_log_sd", priors.mfi_log_sd_sd)
     pm.Normal(

@@ -67,7 +67,8 @@ import statsmodels.api as sm
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from models.schema import MFI_COLUMN, MFI_GATE_COLUMN, NAIVE_GROUP, TREATED_GROUP
+from models.data import log_mfi_ratio
+from models.schema import NAIVE_GROUP, TREATED_GROUP
 
 REFERENCE = "Treg"
 
@@ -200,7 +201,7 @@ def subject_contrasts(dataset: pd.DataFrame, endpoint: str) -> pd.DataFrame:
 def mfi_contrasts(dataset: pd.DataFrame, endpoint: str) -> pd.DataFrame:
     """Per subject, the contrast of log MFI relative to the gate, effector minus Treg."""
     subset = endpoint_subset(endpoint)
-    frame = dataset.assign(scaled=np.log(dataset[MFI_COLUMN] / dataset[MFI_GATE_COLUMN]))
+    frame = dataset.assign(scaled=log_mfi_ratio(dataset))
     wide = subject_wide(frame, "scaled")
     return wide.assign(contrast=wide[subset] - wide[REFERENCE])
 

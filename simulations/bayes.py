@@ -45,12 +45,11 @@ import pandas as pd
 import xarray as xr
 
 from models.batch import MODEL_SETTINGS, BatchSampler, BatchSettings
-from models.data import Cohort
+from models.data import Cohort, log_mfi_ratio
 from models.diagnostics import Thresholds
 from models.estimands import estimand_draws
 from models.fit import RefitSampler, SamplerSettings
 from models.registry import MODELS
-from models.schema import MFI_COLUMN, MFI_GATE_COLUMN
 from simulations.analyses import endpoint_subset, failure_rows, planned_rules, result_row
 from simulations.plan import Bayesian, Plan
 from simulations.trials import cohort_config
@@ -227,8 +226,7 @@ class BayesianAnalysis:
             "observed_n_cd49d_pos": dataset["n_cd49d_pos"].to_numpy(),
         }
         if self.plan.trial.measures_mfi:  # every row of a trial that measures MFI has it
-            ratio = dataset[MFI_COLUMN] / dataset[MFI_GATE_COLUMN]
-            data["observed_log_mfi_ratio"] = np.log(ratio.to_numpy(dtype=float))
+            data["observed_log_mfi_ratio"] = log_mfi_ratio(dataset)
         if self.prognostic:
             treated = dataset.drop_duplicates("subject_id")
             treated = treated[treated["group"] == "MS_NTZ"]
